@@ -1,0 +1,71 @@
+"""The one async chat interface every LLM backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from matrix_core.config import BackendConfig
+
+
+@dataclass
+class Sampling:
+    """Sampling parameters of one chat call; ``None`` leaves the server's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    n: int = 1
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Usage:
+    """Tokens one call consumed."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ChatResponse:
+    """What a chat call returns: text or tool calls, why generation stopped, and the tokens used.
+
+    ``choices`` holds every choice's text when ``n > 1``; ``text`` is the first.
+    """
+
+    text: str | None
+    finish_reason: str | None
+    usage: Usage
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    choices: list[str | None] = field(default_factory=list)
+
+
+class Backend(ABC):
+    """An LLM backend: one instance per agent actor, holding one pooled client, opened once.
+
+    ``config_schema`` is the dataclass typing ``backend.*`` for this backend type; subclasses extend
+    :class:`BackendConfig` with their own options, which ``matrix backends list`` shows.
+    """
+
+    config_schema: ClassVar[type[BackendConfig]] = BackendConfig
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, most backends open lazily
+        """Open connections or start servers; called once before the first chat."""
+
+    @abstractmethod
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ChatResponse:
+        """Send one chat request and return the model's answer."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`start` opened."""

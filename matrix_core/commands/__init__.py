@@ -1,0 +1,1 @@
+"""The ``matrix`` subcommands, each imported only when invoked."""

@@ -1,0 +1,307 @@
+"""Run configuration: workflow defaults < ``-c`` files (in order) < ``KEY=VALUE`` overrides, typed by dataclasses.
+
+omegaconf does the checking: the schema is built from the core's dataclasses below plus the ones the chosen
+workflow, agents and backends declare, so an unknown key or a wrong type is rejected with its dotted path. Each
+source is merged on its own so that an error names the file and line (or the override) it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from matrix_core.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from matrix_core.registry import Component, Registry
+
+SECRET_KEYS = ("api_key", "token", "secret", "password")
+"""A config key whose name ends with one of these holds a secret: never printed, logged or written."""
+REDACTED = "***"
+
+
+@dataclass
+class BackendConfig:
+    """``backend.*``: which LLM backend serves the agents, and where. Backends extend it with their options."""
+
+    type: str = "openai"
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+
+
+@dataclass
+class AgentConfig:
+    """``agents.<role>.*``: how many actors serve a role, how many steps each runs at once, its backend."""
+
+    replicas: int = 1
+    max_in_flight: int = 64
+    backend: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """``run.*``: how the run is driven."""
+
+    max_concurrency: int = 256
+    seed: int = 0
+    limit: int | None = None
+    resume: bool = False
+
+
+@dataclass
+class InputConfig:
+    """``input.*``: where tasks come from and how each gets its id."""
+
+    path: str | None = None
+    id_key: str = "id"
+
+
+@dataclass
+class OutputConfig:
+    """``output.*``: where records go (default: ``<workflow><sink suffix>`` in the current directory)."""
+
+    path: str | None = None
+    sink: str = "jsonl"
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """One layer of configuration and where it came from, to name it in errors."""
+
+    label: str
+    data: DictConfig
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        """``label:line`` for ``key`` (or its nearest parent with a known line), else the label."""
+        while key:
+            if key in self.lines:
+                return f"{self.label}:{self.lines[key]}"
+            key = key.rpartition(".")[0]
+        return self.label
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The validated configuration of one run."""
+
+    workflow: str
+    config: DictConfig
+    role_backends: dict[str, DictConfig]
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML, secrets redacted."""
+        return OmegaConf.to_yaml(redact(self.config))
+
+
+def redact(config: DictConfig) -> DictConfig:
+    """A copy of ``config`` with every secret value replaced by ``***``."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: REDACTED if _is_secret(key) and value is not None else walk(value) for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return OmegaConf.create(walk(OmegaConf.to_container(config, resolve=True)))
+
+
+def _is_secret(key: object) -> bool:
+    return isinstance(key, str) and key.lower().endswith(SECRET_KEYS)
+
+
+# --- sources ---------------------------------------------------------------------------------------------------
+
+
+def load_file(path: str | Path, label: str | None = None) -> ConfigSource:
+    """Read a YAML config file into a source; invalid YAML is an error naming the file and line."""
+    path = Path(path)
+    label = label or str(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UsageError(f"{label}: cannot read config file ({error.strerror})") from None
+    return _parse_yaml(text, label)
+
+
+def load_resource(spec: str) -> ConfigSource:
+    """Read ``"package:file.yaml"`` shipped inside an installed package."""
+    package, _, name = spec.partition(":")
+    try:
+        text = resources.files(package).joinpath(name).read_text()
+    except (ModuleNotFoundError, OSError) as error:
+        raise UsageError(f"{spec}: cannot read default config ({error})") from None
+    return _parse_yaml(text, spec)
+
+
+def _parse_yaml(text: str, label: str) -> ConfigSource:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{label}{line}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}:1: a config file must be a mapping of keys, got {type(data).__name__}")
+    return ConfigSource(label, OmegaConf.create(data), _key_lines(node))
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines
+
+
+def parse_overrides(items: Sequence[str]) -> list[ConfigSource]:
+    """Turn ``KEY=VALUE`` command-line items into sources (values parsed as YAML: ``3`` is an int)."""
+    sources = []
+    for item in items:
+        key, equals, _ = item.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"override {item!r} is not KEY=VALUE")
+        try:
+            data = OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            raise ConfigError(f"override {item!r}: {_first_line(error)}") from None
+        sources.append(ConfigSource(f"override {item!r}", data))
+    return sources
+
+
+def source_from(label: str, values: dict[str, Any]) -> ConfigSource:
+    """A source built from a nested dict (command-line flags such as ``-i``)."""
+    return ConfigSource(label, OmegaConf.create(values))
+
+
+# --- resolution ------------------------------------------------------------------------------------------------
+
+
+def resolve(workflow: Component, registry: Registry, sources: Sequence[ConfigSource]) -> ResolvedConfig:
+    """Validate ``sources`` (lowest precedence first) against the schema of ``workflow`` and its components."""
+    orchestrator = workflow.cls
+    layers = [load_resource(orchestrator.default_config)] if orchestrator.default_config else []
+    layers += sources
+    backend_type = _last_set(layers, "backend.type") or BackendConfig.type
+    backend = _backend_component(registry, backend_type, layers, "backend.type")
+    schema = _schema(workflow, registry, backend.cls.config_schema)
+    config = OmegaConf.structured(schema)
+    for layer in layers:
+        try:
+            config = OmegaConf.merge(config, layer.data)
+        except OmegaConfBaseException as error:
+            key = error.full_key or ""
+            raise ConfigError(f"{layer.where(key)}: {key}: {_first_line(error)}") from None
+    config.workflow = workflow.name
+    registry.get("sinks", config.output.sink)  # an unknown sink fails here, before any work
+    if config.output.path is None:
+        config.output.path = workflow.name + registry.get("sinks", config.output.sink).cls.suffix
+    _check_ranges(config, layers)
+    role_backends = {role: _role_backend(config, role, registry, layers) for role in orchestrator.roles}
+    OmegaConf.set_readonly(config, True)
+    return ResolvedConfig(workflow.name, config, role_backends)
+
+
+def _schema(workflow: Component, registry: Registry, backend_schema: type) -> type:
+    orchestrator = workflow.cls
+    roles = []
+    for role, agent_name in orchestrator.roles.items():
+        try:
+            agent = registry.get("agents", agent_name)
+        except UsageError:
+            raise UsageError(
+                f"workflow {workflow.name!r} needs agent {agent_name!r} for role {role!r}, which no plugin registers"
+            ) from None
+        roles.append((role, agent.cls.config_schema, field(default_factory=agent.cls.config_schema)))
+    fields: list[Any] = [
+        ("workflow", str, field(default=workflow.name)),
+        ("backend", backend_schema, field(default_factory=backend_schema)),
+        ("run", RunConfig, field(default_factory=RunConfig)),
+        ("input", InputConfig, field(default_factory=InputConfig)),
+        ("output", OutputConfig, field(default_factory=OutputConfig)),
+        ("agents", (agents := dataclasses.make_dataclass("Agents", roles)), field(default_factory=agents)),
+    ]
+    if orchestrator.config_key:
+        section = orchestrator.config_schema or dict[str, Any]
+        factory = orchestrator.config_schema or dict
+        fields.append((orchestrator.config_key, section, field(default_factory=factory)))
+    return dataclasses.make_dataclass("MatrixConfig", fields)
+
+
+def _role_backend(config: DictConfig, role: str, registry: Registry, layers: Sequence[ConfigSource]) -> DictConfig:
+    """``backend`` overlaid with ``agents.<role>.backend``; a role that changes ``type`` starts from that type's
+    defaults instead of inheriting the global backend's values."""
+    override = config.agents[role].backend
+    if not override:
+        return config.backend
+    prefix = f"agents.{role}.backend"
+    backend_type = override.get("type", config.backend.type)
+    backend = _backend_component(registry, backend_type, layers, f"{prefix}.type")
+    if backend_type == config.backend.type:
+        base = OmegaConf.merge(OmegaConf.structured(backend.cls.config_schema), config.backend)
+    else:
+        base = OmegaConf.structured(backend.cls.config_schema)
+    try:
+        merged = OmegaConf.merge(base, override)
+    except OmegaConfBaseException as error:
+        key = f"{prefix}.{error.full_key}"
+        raise ConfigError(f"{_where(layers, key)}: {key}: {_first_line(error)}") from None
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def _backend_component(registry: Registry, backend_type: str, layers: Sequence[ConfigSource], key: str) -> Component:
+    try:
+        return registry.get("backends", backend_type)
+    except UsageError as error:
+        raise ConfigError(f"{_where(layers, key)}: {key}: {error}") from None
+
+
+def _check_ranges(config: DictConfig, layers: Sequence[ConfigSource]) -> None:
+    minimums = {"run.max_concurrency": 1, "run.limit": 0}
+    for role in config.agents:
+        minimums[f"agents.{role}.replicas"] = 1
+        minimums[f"agents.{role}.max_in_flight"] = 1
+    for key, minimum in minimums.items():
+        value = OmegaConf.select(config, key)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{_where(layers, key)}: {key}: must be at least {minimum}, got {value}")
+
+
+def _last_set(layers: Sequence[ConfigSource], key: str) -> Any:
+    for layer in reversed(layers):
+        value = OmegaConf.select(layer.data, key, default=None, throw_on_missing=False)
+        if value is not None:
+            return value
+    return None
+
+
+def _where(layers: Sequence[ConfigSource], key: str) -> str:
+    """The source that last set ``key``, with its line when known."""
+    for layer in reversed(layers):
+        if OmegaConf.select(layer.data, key, default=None, throw_on_missing=False) is not None:
+            return layer.where(key)
+    return "config"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

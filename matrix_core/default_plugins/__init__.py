@@ -1,0 +1,1 @@
+"""Built-in components, registered through the public hooks exactly like third-party plugins."""

@@ -1,0 +1,5 @@
+"""Output writers."""
+
+from matrix_core.sinks.base import Sink
+
+__all__ = ["Sink"]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install matrix-core, every plugin under plugins/ and the dev tools into a virtual environment, then lint and
+# run every test. Used by the README and by CI. VENV picks the environment (default: .venv); extra arguments go
+# to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${VENV:-.venv}
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+plugins=()
+for project in plugins/*/pyproject.toml; do
+    [ -e "$project" ] && plugins+=(-e "$(dirname "$project")")
+done
+"$venv/bin/python" -m pip install --quiet -e ".[dev]" "${plugins[@]}"
+
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
+test_dirs=(tests)
+for dir in plugins/*/tests; do
+    [ -d "$dir" ] && test_dirs+=("$dir")
+done
+"$venv/bin/python" -m pytest "${test_dirs[@]}" "$@"

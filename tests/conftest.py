@@ -1,0 +1,60 @@
+"""Fixtures shared by the core tests."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from matrix_core import plugins
+from matrix_core.testing import register_plugin
+
+HELLO_PLUGIN = Path(__file__).parent / "fixtures" / "matrix-hello"
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test loads plugins anew, with no plugin toggles from the outer environment."""
+    monkeypatch.delenv("MATRIX_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("MATRIX_DISABLE_PLUGINS", raising=False)
+    plugins.load_plugins.cache_clear()
+    yield
+    plugins.load_plugins.cache_clear()
+
+
+@pytest.fixture
+def hello() -> Iterator[plugins.Plugins]:
+    """The example plugin (tests/fixtures/matrix-hello) registered in-process."""
+    sys.path.insert(0, str(HELLO_PLUGIN))
+    try:
+        import matrix_hello
+
+        with register_plugin(matrix_hello, name="hello") as loaded:
+            yield loaded
+    finally:
+        sys.path.remove(str(HELLO_PLUGIN))
+
+
+@pytest.fixture
+def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Install a tiny distribution on ``sys.path``: its modules and a ``matrix`` entry point, like pip would."""
+
+    def make(name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.0") -> Path:
+        root = tmp_path / f"site-{name}"
+        root.mkdir()
+        for module, source in modules.items():
+            (root / f"{module}.py").write_text(textwrap.dedent(source))
+        info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        points = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[matrix]\n{points}")
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        return root
+
+    return make

@@ -1,0 +1,158 @@
+"""The command line: lazy loading, listings, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from matrix_core import __version__
+from matrix_core.cli import cli
+
+HEAVY_MODULES = ("ray", "torch", "vllm", "sglang", "openai", "httpx", "aiohttp", "omegaconf", "pyarrow", "rich")
+
+
+def matrix(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env, prog_name="matrix")
+
+
+def run_subprocess(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def test_help_imports_no_heavy_module():
+    probe = (
+        "import sys\n"
+        "from matrix_core.cli import main\n"
+        "sys.argv = ['matrix', '--help']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        f"print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY_MODULES)!r}))\n"
+    )
+    result = run_subprocess(probe)
+    assert result.returncode == 0, result.stderr
+    assert "Commands:" in result.stdout and "run" in result.stdout
+    assert "LOADED []" in result.stdout
+
+
+def test_help_survives_a_plugin_that_raises_on_import(make_distribution):
+    root = make_distribution("explodes", {"explodes": "raise RuntimeError('kaboom')"}, {"explodes": "explodes"})
+    env = {"PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    help_run = run_subprocess("import sys; from matrix_core.cli import main; sys.argv[1:] = ['--help']; main()", **env)
+    assert "Commands:" in help_run.stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "matrix_core", "plugins", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    broken = next(p for p in json.loads(listing.stdout) if p["name"] == "explodes")
+    assert (broken["status"], broken["error"]) == ("error", "RuntimeError: kaboom")
+    assert "plugin 'explodes' skipped: RuntimeError: kaboom" in listing.stderr
+    assert "Traceback" not in listing.stderr
+
+
+def test_strict_mode_fails_the_command_with_one_line(make_distribution):
+    make_distribution("strict-cli", {"strict_cli": "raise RuntimeError('kaboom')"}, {"strict-cli": "strict_cli"})
+    result = matrix("plugins", "list", env={"MATRIX_STRICT_PLUGINS": "1"})
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: plugin 'strict-cli' failed: RuntimeError: kaboom"
+
+
+def test_plugins_list_json_has_the_documented_fields(hello):
+    result = matrix("plugins", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert {"name", "version", "hooks", "components", "status", "error"} <= set(rows["hello"])
+    assert rows["hello"]["components"] == {
+        "orchestrators": ["hello"],
+        "agents": ["hello.greeter"],
+        "backends": ["echo"],
+    }
+    assert rows["sinks"]["version"] == __version__
+
+
+def test_plugins_list_table(hello):
+    result = matrix("plugins", "list")
+    assert result.exit_code == 0
+    assert "hello" in result.output and "backends: echo" in result.output
+
+
+def test_component_listings(hello):
+    workflows = json.loads(matrix("workflows", "list", "--json").output)
+    assert workflows == [
+        {
+            "name": "hello",
+            "plugin": "hello",
+            "class": "matrix_hello.workflow:HelloTask",
+            "description": "Greets one person per row.",
+            "roles": {"greeter": "hello.greeter"},
+            "config_key": "hello",
+        }
+    ]
+    agents = json.loads(matrix("agents", "list", "--json").output)
+    assert agents[0]["options"]["max_tokens"] == "int = 16"
+    backends = json.loads(matrix("backends", "list", "--json").output)
+    assert backends[0]["name"] == "echo"
+    assert backends[0]["options"]["prefix"] == "str = 'echo: '"
+    assert "Backends" in matrix("backends", "list").output
+
+
+def test_version_lists_plugins(hello):
+    result = matrix("--version")
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0] == f"matrix-core {__version__}"
+    assert "  hello " in result.output
+
+
+def test_unknown_workflow_lists_known_ones_and_exits_2(hello):
+    result = matrix("run", "nope")
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: unknown workflow 'nope' (known: hello)"
+
+
+def test_bad_override_exits_2_naming_the_key(hello):
+    result = matrix("run", "hello", "run.max_concurrency=lots")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: override 'run.max_concurrency=lots': run.max_concurrency: Value 'lots'")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_config_file_exits_2(hello):
+    result = matrix("run", "hello", "-c", "does-not-exist.yaml")
+    assert result.exit_code == 2
+    assert "'does-not-exist.yaml' does not exist" in result.output
+
+
+def test_print_config_applies_flags_and_redacts(hello, tmp_path):
+    result = matrix(
+        "run",
+        "hello",
+        "--print-config",
+        "-i",
+        "in.jsonl",
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "--limit",
+        "3",
+        "--resume",
+        "backend.api_key=sk-secret",
+        "hello.greeting=Hey",
+    )
+    assert result.exit_code == 0, result.output
+    assert "sk-secret" not in result.output
+    assert "api_key: '***'" in result.output
+    for line in ("path: in.jsonl", f"path: {tmp_path / 'o.jsonl'}", "limit: 3", "resume: true", "greeting: Hey"):
+        assert line in result.output
+
+
+def test_run_without_an_engine_fails_cleanly(hello):
+    result = matrix("run", "hello")
+    assert result.exit_code == 1
+    assert "no engine" in result.output

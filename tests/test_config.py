@@ -1,0 +1,135 @@
+"""Config layering, validation errors that name their source, per-role backends and redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from matrix_core import config
+from matrix_core.errors import ConfigError, UsageError
+
+
+def resolve(plugins, *sources):
+    workflow = plugins.registry.get("orchestrators", "hello")
+    return config.resolve(workflow, plugins.registry, list(sources))
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return config.load_file(path)
+
+
+def test_defaults_come_from_the_workflow_and_the_schemas(hello):
+    resolved = resolve(hello)
+    cfg = resolved.config
+    assert cfg.workflow == "hello"
+    assert cfg.backend.type == "echo", "from the plugin's hello.yaml"
+    assert cfg.agents.greeter.max_in_flight == 8, "from the plugin's hello.yaml"
+    assert cfg.agents.greeter.max_tokens == 16, "from the agent's schema"
+    assert cfg.run.max_concurrency == 256, "from the core's schema"
+    assert cfg.output.path == "hello.jsonl", "workflow name + the sink's suffix"
+
+
+def test_precedence_defaults_then_files_in_order_then_flags_then_overrides(hello, tmp_path):
+    first = write(tmp_path, "a.yaml", "run: {max_concurrency: 10, seed: 1}\nhello: {greeting: Hi}\n")
+    second = write(tmp_path, "b.yaml", "run: {max_concurrency: 20}\n")
+    flags = config.source_from("flags", {"input": {"path": "in.jsonl"}, "run": {"seed": 5}})
+    overrides = config.parse_overrides(["run.seed=7", "backend.prefix=hey"])
+    cfg = resolve(hello, first, second, flags, *overrides).config
+    assert cfg.run.max_concurrency == 20
+    assert cfg.run.seed == 7
+    assert cfg.hello.greeting == "Hi"
+    assert cfg.input.path == "in.jsonl"
+    assert cfg.backend.prefix == "hey"
+
+
+def test_an_unknown_key_names_file_line_and_key(hello, tmp_path):
+    source = write(tmp_path, "bad.yaml", "run:\n  seed: 1\n  max_concurency: 5\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve(hello, source)
+    where = f"{tmp_path / 'bad.yaml'}:3"
+    assert str(raised.value).startswith(f"{where}: run.max_concurency: Key 'max_concurency' not in 'RunConfig'")
+
+
+def test_a_wrong_type_names_the_override(hello):
+    with pytest.raises(ConfigError, match=r"^override 'run.seed=abc': run.seed: Value 'abc' of type 'str'"):
+        resolve(hello, *config.parse_overrides(["run.seed=abc"]))
+
+
+def test_an_override_without_equals_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"override 'run\.seed' is not KEY=VALUE"):
+        config.parse_overrides(["run.seed"])
+
+
+def test_an_override_that_is_not_valid_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^override 'backend.prefix=>>': "):
+        config.parse_overrides(["backend.prefix=>>"])
+
+
+def test_out_of_range_values_are_rejected_with_their_source(hello, tmp_path):
+    source = write(tmp_path, "zero.yaml", "agents:\n  greeter:\n    replicas: 0\n")
+    with pytest.raises(ConfigError, match=r"zero.yaml:3: agents.greeter.replicas: must be at least 1, got 0"):
+        resolve(hello, source)
+
+
+def test_an_unknown_role_is_rejected(hello):
+    with pytest.raises(ConfigError, match=r"agents.teacher: Key 'teacher' not in 'Agents'"):
+        resolve(hello, *config.parse_overrides(["agents.teacher.replicas=2"]))
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  seed: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:3: invalid YAML"):
+        config.load_file(path)
+
+
+def test_a_config_file_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list.yaml:1: a config file must be a mapping"):
+        config.load_file(path)
+
+
+def test_an_unknown_backend_type_lists_the_known_ones(hello):
+    with pytest.raises(ConfigError, match=r"backend.type: unknown backend 'nope' \(known: echo\)"):
+        resolve(hello, *config.parse_overrides(["backend.type=nope"]))
+
+
+def test_an_unknown_sink_is_rejected_before_running(hello):
+    with pytest.raises(UsageError, match=r"unknown sink 'csv' \(known: jsonl\)"):
+        resolve(hello, *config.parse_overrides(["output.sink=csv"]))
+
+
+def test_a_role_backend_of_the_same_type_inherits_the_global_one(hello):
+    overrides = config.parse_overrides(
+        ["backend.model=m", "backend.prefix=global", "agents.greeter.backend.prefix=own"]
+    )
+    backend = resolve(hello, *overrides).role_backends["greeter"]
+    assert (backend.type, backend.model, backend.prefix) == ("echo", "m", "own")
+
+
+def test_a_role_without_overrides_uses_the_global_backend(hello):
+    resolved = resolve(hello, *config.parse_overrides(["backend.model=m"]))
+    assert resolved.role_backends["greeter"] == resolved.config.backend
+
+
+def test_a_role_backend_is_validated_against_its_type(hello):
+    with pytest.raises(ConfigError, match=r"agents.greeter.backend.temperature: Key 'temperature' not in 'EchoConfig'"):
+        resolve(hello, *config.parse_overrides(["agents.greeter.backend.temperature=1"]))
+
+
+def test_redaction_hides_every_secret_and_nothing_else(hello, tmp_path, monkeypatch):
+    monkeypatch.setenv("HELLO_TEST_KEY", "sk-from-env")
+    source = write(tmp_path, "secret.yaml", "backend:\n  api_key: ${oc.env:HELLO_TEST_KEY}\n  api_key_env: MY_KEY\n")
+    overrides = config.parse_overrides(
+        ["agents.greeter.backend.api_key=sk-role", "agents.greeter.backend.auth_token=t0k"]
+    )
+    with pytest.raises(ConfigError):  # auth_token is not an echo option: validation still runs before printing
+        resolve(hello, source, *overrides)
+    resolved = resolve(hello, source, *overrides[:1])
+    text = resolved.to_yaml()
+    assert "sk-from-env" not in text and "sk-role" not in text
+    assert text.count("'***'") == 2
+    assert "api_key_env: MY_KEY" in text, "the name of a variable is no secret"
+    assert resolved.config.backend.api_key == "sk-from-env", "redaction is for display only"
