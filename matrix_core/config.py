@@ -35,7 +35,7 @@ class BackendConfig:
     type: str = "openai"
     base_url: str | None = None
     model: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
 
 
@@ -45,6 +45,7 @@ class AgentConfig:
 
     replicas: int = 1
     max_in_flight: int = 64
+    routing: str = "least_loaded"
     backend: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +57,12 @@ class RunConfig:
     seed: int = 0
     limit: int | None = None
     resume: bool = False
+    partitions: int = 1
+    max_retries: int = 3
+    retry_backoff_s: float = 0.5
+    offload_threshold_bytes: int = 65536
+    coalesce_window_ms: float = 2.0
+    quiet: bool = False
 
 
 @dataclass
@@ -63,7 +70,9 @@ class InputConfig:
     """``input.*``: where tasks come from and how each gets its id."""
 
     path: str | None = None
+    format: str | None = None
     id_key: str = "id"
+    skip_bad_rows: bool = False
 
 
 @dataclass
@@ -277,7 +286,7 @@ def _backend_component(registry: Registry, backend_type: str, layers: Sequence[C
 
 
 def _check_ranges(config: DictConfig, layers: Sequence[ConfigSource]) -> None:
-    minimums = {"run.max_concurrency": 1, "run.limit": 0}
+    minimums = {"run.max_concurrency": 1, "run.limit": 0, "run.partitions": 1, "run.max_retries": 0}
     for role in config.agents:
         minimums[f"agents.{role}.replicas"] = 1
         minimums[f"agents.{role}.max_in_flight"] = 1

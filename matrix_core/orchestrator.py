@@ -17,8 +17,21 @@ DONE = None
 
 
 @dataclass
+class Turn:
+    """One entry of a task's history. Long texts travel in Ray's object store: then ``text`` is None between
+    steps and ``ref`` holds the reference; the engine puts the text back before each step."""
+
+    role: str
+    text: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    ref: Any = None
+
+
+@dataclass
 class Orchestrator(ABC):
-    """One task: its id, input row, state and routing. Subclass it to define a workflow.
+    """One task: its id, input row, history, state and routing. Subclass it to define a workflow.
 
     Class attributes a workflow sets:
 
@@ -35,10 +48,18 @@ class Orchestrator(ABC):
 
     id: str
     row: dict[str, Any]
+    history: list[Turn] = field(default_factory=list)
     status: str | None = None
     reason: str = ""
-    turns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    hops: int = 0
+    partition: int = 0
+
+    @classmethod
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> Orchestrator:
+        """A new task for an input row; ``config`` is the workflow's own section (None if it has none)."""
+        return cls(id=id, row=row)
 
     @abstractmethod
     def next_role(self) -> str | None:
@@ -48,6 +69,28 @@ class Orchestrator(ABC):
         """End the task with a terminal ``status`` (``success``, ``error``, ``filtered``, ...) and a reason."""
         self.status = status
         self.reason = reason
+
+    def add_turn(
+        self, role: str, text: str | None, prompt_tokens: int = 0, completion_tokens: int = 0, **extra: Any
+    ) -> Turn:
+        """Append a turn to the history and count its tokens into the task's totals."""
+        turn = Turn(role, text, prompt_tokens, completion_tokens, extra)
+        self.history.append(turn)
+        self.count_tokens(prompt_tokens, completion_tokens)
+        return turn
+
+    def count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Add one LLM call's usage to the task's totals (what the run's tokens/s is made of)."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+    def keep(self) -> bool:
+        """Whether the finished task's record goes to the output; others are only marked finished for resume."""
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers this finished task adds to the run's workflow metrics (averaged over kept and dropped tasks)."""
+        return {}
 
     def to_record(self) -> dict[str, Any]:
         """The output record of a finished task; workflows extend it with their own fields."""

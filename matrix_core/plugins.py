@@ -33,7 +33,11 @@ from matrix_core.registry import KINDS, Component, Registry, check_component
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "matrix"
-BUILTIN_PLUGINS = ("matrix_core.default_plugins.sinks",)
+BUILTIN_PLUGINS = (
+    "matrix_core.default_plugins.sinks",
+    "matrix_core.default_plugins.backends",
+    "matrix_core.default_plugins.inference",
+)
 """Modules of the built-in plugins, loaded first, through the same hooks as any other plugin."""
 
 _in_process: list[tuple[str, object]] = []

@@ -58,3 +58,28 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One private local Ray on loopback for every engine test (never `ray stop`: it kills every Ray)."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray workers inherit the environment, not pytest's sys.path: make the test modules importable there.
+    tests = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def toy(ray_session: None) -> Iterator[plugins.Plugins]:
+    """The 3-role toy workflow of tests/toy_workflow.py registered in-process, on the shared Ray."""
+    import toy_workflow
+
+    with register_plugin(toy_workflow, name="toy") as loaded:
+        yield loaded

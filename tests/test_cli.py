@@ -85,22 +85,21 @@ def test_plugins_list_table(hello):
 
 
 def test_component_listings(hello):
-    workflows = json.loads(matrix("workflows", "list", "--json").output)
-    assert workflows == [
-        {
-            "name": "hello",
-            "plugin": "hello",
-            "class": "matrix_hello.workflow:HelloTask",
-            "description": "Greets one person per row.",
-            "roles": {"greeter": "hello.greeter"},
-            "config_key": "hello",
-        }
-    ]
-    agents = json.loads(matrix("agents", "list", "--json").output)
-    assert agents[0]["options"]["max_tokens"] == "int = 16"
-    backends = json.loads(matrix("backends", "list", "--json").output)
-    assert backends[0]["name"] == "echo"
-    assert backends[0]["options"]["prefix"] == "str = 'echo: '"
+    workflows = {row["name"]: row for row in json.loads(matrix("workflows", "list", "--json").output)}
+    assert workflows["hello"] == {
+        "name": "hello",
+        "plugin": "hello",
+        "class": "matrix_hello.workflow:HelloTask",
+        "description": "Greets one person per row.",
+        "roles": {"greeter": "hello.greeter"},
+        "config_key": "hello",
+    }
+    agents = {row["name"]: row for row in json.loads(matrix("agents", "list", "--json").output)}
+    assert agents["hello.greeter"]["options"]["max_tokens"] == "int = 16"
+    backends = {row["name"]: row for row in json.loads(matrix("backends", "list", "--json").output)}
+    assert backends["echo"]["options"]["prefix"] == "str = 'echo: '"
+    assert "type" not in backends["echo"]["options"], "the type is the backend's name"
+    assert backends["openai"]["plugin"] == "backends"
     assert "Backends" in matrix("backends", "list").output
 
 
@@ -114,7 +113,7 @@ def test_version_lists_plugins(hello):
 def test_unknown_workflow_lists_known_ones_and_exits_2(hello):
     result = matrix("run", "nope")
     assert result.exit_code == 2
-    assert result.output.strip() == "Error: unknown workflow 'nope' (known: hello)"
+    assert result.output.strip() == "Error: unknown workflow 'nope' (known: hello, inference)"
 
 
 def test_bad_override_exits_2_naming_the_key(hello):
@@ -150,9 +149,3 @@ def test_print_config_applies_flags_and_redacts(hello, tmp_path):
     assert "api_key: '***'" in result.output
     for line in ("path: in.jsonl", f"path: {tmp_path / 'o.jsonl'}", "limit: 3", "resume: true", "greeting: Hey"):
         assert line in result.output
-
-
-def test_run_without_an_engine_fails_cleanly(hello):
-    result = matrix("run", "hello")
-    assert result.exit_code == 1
-    assert "no engine" in result.output

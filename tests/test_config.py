@@ -92,12 +92,12 @@ def test_a_config_file_must_be_a_mapping(tmp_path):
 
 
 def test_an_unknown_backend_type_lists_the_known_ones(hello):
-    with pytest.raises(ConfigError, match=r"backend.type: unknown backend 'nope' \(known: echo\)"):
+    with pytest.raises(ConfigError, match=r"backend.type: unknown backend 'nope' \(known: echo, openai\)"):
         resolve(hello, *config.parse_overrides(["backend.type=nope"]))
 
 
 def test_an_unknown_sink_is_rejected_before_running(hello):
-    with pytest.raises(UsageError, match=r"unknown sink 'csv' \(known: jsonl\)"):
+    with pytest.raises(UsageError, match=r"unknown sink 'csv' \(known: jsonl, parquet\)"):
         resolve(hello, *config.parse_overrides(["output.sink=csv"]))
 
 

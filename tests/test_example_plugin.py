@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +14,7 @@ import pytest
 from matrix_core.plugins import load_plugins
 
 HELLO_PLUGIN = Path(__file__).parent / "fixtures" / "matrix-hello"
+PIP_OFFLINE = ("--no-deps", "--no-build-isolation", "--no-index")
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,10 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).strip()
     outer = sysconfig.get_paths()["purelib"]
     (Path(site_packages) / "outer_environment.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
+    # pip builds in the source folder: build a copy, so no egg-info lands beside the tests' in-process import
+    source = shutil.copytree(HELLO_PLUGIN, venv.parent / "matrix-hello-source")
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation", "--no-index"]
-        + [str(HELLO_PLUGIN)],
+        [sys.executable, "-m", "pip", "--python", python, "install", *PIP_OFFLINE, str(source)],
         capture_output=True,
         text=True,
         timeout=300,

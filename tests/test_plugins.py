@@ -11,9 +11,11 @@ from matrix_core import hookimpl
 from matrix_core.agent import Agent
 from matrix_core.errors import PluginError
 from matrix_core.orchestrator import DONE, Orchestrator
-from matrix_core.plugins import load_plugins
+from matrix_core.plugins import BUILTIN_PLUGINS, load_plugins
 from matrix_core.sinks.jsonl import JsonlSink
 from matrix_core.testing import register_plugin
+
+BUILTINS = [module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS]
 
 
 class Shouter(Agent):
@@ -183,7 +185,8 @@ def test_entry_point_plugins_load_in_isolation(make_distribution):
         version="2.5",
     )
     loaded = load_plugins()
-    assert [i.name for i in loaded.infos] == ["sinks", "broken", "good"], "builtins first, then by distribution"
+    names = [i.name for i in loaded.infos]
+    assert names == [*BUILTINS, "broken", "good"], "builtins first, then by distribution"
     broken = info(loaded, "broken")
     assert (broken.status, broken.version, broken.source) == ("error", "1.0", "entry point")
     assert broken.error == "ImportError: missing dependency xyz"
@@ -225,4 +228,4 @@ def test_plugins_load_once_per_process():
 def test_in_process_plugins_load_after_entry_points(make_distribution):
     make_distribution("zzz-last-by-name", {"zzz_plugin": ""}, {"zzz": "zzz_plugin"})
     with register_plugin(types.SimpleNamespace(), "aaa") as loaded:
-        assert [i.name for i in loaded.infos] == ["sinks", "zzz", "aaa"]
+        assert [i.name for i in loaded.infos] == [*BUILTINS, "zzz", "aaa"]

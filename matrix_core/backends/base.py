@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from matrix_core.config import BackendConfig
+from matrix_core.errors import MatrixError
+
+
+class BackendError(MatrixError):
+    """A chat call that failed for good: the server kept refusing or erroring after the retries, or is unreachable."""
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Backend(ABC):
     config_schema: ClassVar[type[BackendConfig]] = BackendConfig
 
     def __init__(self, config: BackendConfig) -> None:
+        """Keep ``config`` and check it; cheap (the driver builds one to validate), heavy work goes in start()."""
         self.config = config
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most backends open lazily

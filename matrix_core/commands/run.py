@@ -24,6 +24,8 @@ from matrix_core.cli import user_errors
 @click.option("-o", "--output", "output_path", help="Output file (sets output.path).")
 @click.option("--limit", type=click.IntRange(min=0), help="Run only the first N input rows (sets run.limit).")
 @click.option("--resume", is_flag=True, help="Skip tasks already in the output (sets run.resume).")
+@click.option("--skip-bad-rows", is_flag=True, help="Note malformed rows in <output>.rejected.jsonl and go on.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display (sets run.quiet).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config, secrets redacted, and exit.")
 def run(
     workflow: str,
@@ -33,6 +35,8 @@ def run(
     output_path: str | None,
     limit: int | None,
     resume: bool,
+    skip_bad_rows: bool,
+    quiet: bool,
     print_config: bool,
 ) -> None:
     """Run WORKFLOW over the input rows.
@@ -40,40 +44,39 @@ def run(
     Configuration is layered: the workflow's defaults, then each -c file in order, then the options above,
     then KEY=VALUE overrides (e.g. backend.model=my-model run.max_concurrency=500).
     """
-    resolved = user_errors(lambda: _resolve(workflow, config_files, overrides, input_path, output_path, limit, resume))
+    flags: dict[str, Any] = {"input": {}, "output": {}, "run": {}}
+    for section, key, value in [
+        ("input", "path", input_path),
+        ("output", "path", output_path),
+        ("run", "limit", limit),
+        ("run", "resume", resume or None),
+        ("run", "quiet", quiet or None),
+        ("input", "skip_bad_rows", skip_bad_rows or None),
+    ]:
+        if value is not None:
+            flags[section][key] = value
+    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags))
     if print_config:
         click.echo(resolved.to_yaml(), nl=False)
         return
-    raise click.ClickException(
-        f"configuration of {workflow!r} is valid, but this build has no engine to run it yet "
-        "(use --print-config to inspect it)"
+    from matrix_core.engine.run import run_workflow
+
+    metrics = user_errors(lambda: run_workflow(resolved, registry))
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(metrics["status"].items())) or "nothing to do"
+    click.echo(
+        f"{metrics['tasks']} tasks ({statuses}) in {metrics['wall_time_s']:.1f}s, "
+        f"{metrics['tokens_per_s']:.0f} tokens/s -> {resolved.config.output.path}",
+        err=True,
     )
 
 
-def _resolve(
-    workflow: str,
-    config_files: tuple[str, ...],
-    overrides: tuple[str, ...],
-    input_path: str | None,
-    output_path: str | None,
-    limit: int | None,
-    resume: bool,
-) -> Any:
+def _resolve(workflow: str, config_files: tuple[str, ...], overrides: tuple[str, ...], flags: dict[str, Any]) -> Any:
     from matrix_core import config
     from matrix_core.plugins import load_plugins
 
     registry = load_plugins().registry
     component = registry.get("orchestrators", workflow)
-    flags: dict[str, Any] = {}
-    if input_path is not None:
-        flags.setdefault("input", {})["path"] = input_path
-    if output_path is not None:
-        flags.setdefault("output", {})["path"] = output_path
-    if limit is not None:
-        flags.setdefault("run", {})["limit"] = limit
-    if resume:
-        flags.setdefault("run", {})["resume"] = True
     sources = [config.load_file(path) for path in config_files]
     sources.append(config.source_from("command-line options", flags))
     sources += config.parse_overrides(overrides)
-    return config.resolve(component, registry, sources)
+    return config.resolve(component, registry, sources), registry

@@ -1,0 +1,160 @@
+"""The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, hosted APIs).
+
+HTTP, retries and backoff are the official ``openai`` SDK's: it retries connection errors, timeouts, 408, 409, 429
+and 5xx with exponential backoff and jitter, honouring ``Retry-After``, up to ``max_retries`` times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletion
+
+from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling, Usage
+from matrix_core.config import BackendConfig
+from matrix_core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+NO_AUTH_KEY = "EMPTY"
+"""The key sent when none is configured: local servers ignore it, and the SDK refuses to run without one."""
+
+
+@dataclass
+class OpenAIConfig(BackendConfig):
+    """``backend.*`` for ``type=openai``."""
+
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    max_connections: int = 1000
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra JSON fields sent with every chat request (server-specific options such as vLLM's ``top_k``)."""
+
+
+class OpenAIBackend(Backend):
+    """Chat with an OpenAI-compatible server through one pooled ``AsyncOpenAI`` client."""
+
+    config_schema = OpenAIConfig
+    config: OpenAIConfig
+
+    def __init__(self, config: OpenAIConfig) -> None:
+        super().__init__(config)
+        if not config.base_url:
+            raise ConfigError("backend.base_url is not set", hint="e.g. backend.base_url=http://localhost:8000/v1")
+        self._api_key = _api_key(config)
+        self._client: openai.AsyncOpenAI | None = None
+        self._model = config.model
+
+    async def start(self) -> None:
+        """Open the client and, when ``backend.model`` is unset, take the server's first model."""
+        await self._ready()
+
+    async def _ready(self) -> tuple[openai.AsyncOpenAI, str]:
+        # No await happens before the client is set, so concurrent first chats share one client.
+        if self._client is None:
+            self._client = self._open()
+        if self._model is None:
+            self._model = await self._first_model(self._client)
+        return self._client, self._model
+
+    def _open(self) -> openai.AsyncOpenAI:
+        # The SDK's own client class keeps the SDK's timeouts and redirects; this SDK is built on httpx2.
+        http_client = openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(
+                max_connections=self.config.max_connections,
+                # Keep every connection alive: a busy actor would otherwise reopen connections under load.
+                max_keepalive_connections=self.config.max_connections,
+            )
+        )
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_s,
+            max_retries=self.config.max_retries,
+            http_client=http_client,
+        )
+
+    async def _first_model(self, client: openai.AsyncOpenAI) -> str:
+        try:
+            page = await client.models.list()
+        except openai.APIError as error:
+            raise self._error(error) from error
+        if not page.data:
+            raise BackendError(f"{self.config.base_url} lists no models", hint="set backend.model")
+        logger.info("backend.model not set: using %s, the first model of %s", page.data[0].id, self.config.base_url)
+        return page.data[0].id
+
+    async def chat(
+        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+    ) -> ChatResponse:
+        """Send one chat completion request; a request that fails after the retries raises :class:`BackendError`."""
+        client, model = await self._ready()
+        options = {key: value for key, value in dataclasses.asdict(sampling).items() if value is not None}
+        if tools:
+            options["tools"] = tools
+        try:
+            completion = await client.chat.completions.create(
+                model=model, messages=messages, extra_body=self.config.extra_body or None, **options
+            )
+        except openai.APIError as error:
+            raise self._error(error) from error
+        return _response(completion)
+
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _error(self, error: openai.APIError) -> BackendError:
+        message = " ".join(error.message.split())  # one line: some servers answer multi-line bodies
+        if isinstance(error, openai.APIStatusError):
+            message = message.removeprefix(f"Error code: {error.status_code} - ")  # the SDK's, said again below
+            return BackendError(f"{self.config.base_url} answered HTTP {error.status_code}: {message}")
+        return BackendError(
+            f"{self.config.base_url}: {message}",
+            hint="is the server running, and is backend.base_url right?",
+        )
+
+
+def _api_key(config: OpenAIConfig) -> str:
+    """``backend.api_key``, else the variable ``backend.api_key_env`` names, else :data:`NO_AUTH_KEY`."""
+    if config.api_key:
+        return config.api_key
+    if config.api_key_env:
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            raise ConfigError(f"backend.api_key_env: environment variable {config.api_key_env} is not set")
+        return key
+    return NO_AUTH_KEY
+
+
+def _response(completion: ChatCompletion) -> ChatResponse:
+    usage = Usage()
+    if completion.usage is not None:  # some servers leave usage out
+        usage = Usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    if not completion.choices:
+        return ChatResponse(text=None, finish_reason=None, usage=usage)
+    first = completion.choices[0]
+    # OpenAI-compatible servers only make function tool calls.
+    tool_calls = [
+        {
+            "id": call.id,
+            "type": call.type,
+            "function": {"name": call.function.name, "arguments": call.function.arguments},
+        }
+        for call in first.message.tool_calls or []
+    ]
+    return ChatResponse(
+        text=first.message.content,
+        finish_reason=first.finish_reason,
+        usage=usage,
+        tool_calls=tool_calls,
+        choices=[choice.message.content for choice in completion.choices],
+    )

@@ -1,0 +1,10 @@
+"""Built-in LLM backends."""
+
+from matrix_core import hookimpl
+from matrix_core.backends.openai import OpenAIBackend
+from matrix_core.hookspecs import Register
+
+
+@hookimpl
+def matrix_register_backends(register: Register) -> None:
+    register("openai", OpenAIBackend)

@@ -1,0 +1,140 @@
+"""The Ray actor that hosts one agent: a bounded inbox, up to ``max_in_flight`` concurrent steps, direct sends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+from ray.util import metrics
+
+from matrix_core.agent import AgentContext
+from matrix_core.engine.components import build_config, import_target
+from matrix_core.engine.offload import materialize, offload
+from matrix_core.engine.peers import Peers
+from matrix_core.errors import MatrixError
+from matrix_core.orchestrator import Orchestrator
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_concurrency=100_000)
+class AgentActor:
+    """Runs one role's agent over the tasks delivered to it, and sends each result straight to the next actor."""
+
+    def __init__(
+        self,
+        role: str,
+        agent_target: str,
+        agent_config: dict[str, Any],
+        workflow_target: str,
+        workflow_config: dict[str, Any] | None,
+        backend_target: str,
+        backend_config: dict[str, Any],
+        run_config: dict[str, Any],
+    ) -> None:
+        agent_cls = import_target(agent_target)
+        workflow_cls = import_target(workflow_target)
+        backend_cls = import_target(backend_target)
+        self.role = role
+        self.config = build_config(agent_cls.config_schema, agent_config)
+        self.backend = backend_cls(build_config(backend_cls.config_schema, backend_config))
+        context = AgentContext(
+            role=role,
+            config=self.config,
+            workflow_config=build_config(workflow_cls.config_schema, workflow_config),
+            backends={role: self.backend},
+            logger=logging.getLogger(f"matrix.agent.{role}"),
+        )
+        self.agent = agent_cls(context)
+        self.run_config = run_config
+        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=run_config["max_concurrency"])
+        self.peers: Peers | None = None
+        self.in_step: dict[str, int] = {}
+        self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0}
+        self._hops = metrics.Counter("matrix_hops", "Agent steps run", tag_keys=("role",))
+        self._hops.set_default_tags({"role": role})
+        self._depth = metrics.Gauge("matrix_inbox_depth", "Tasks waiting in an agent's inbox", tag_keys=("role",))
+        self._depth.set_default_tags({"role": role})
+        self._workers: list[asyncio.Task] = []
+
+    async def start(
+        self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
+    ) -> None:
+        """Learn the peers, open the backend, start ``max_in_flight`` workers."""
+        self.peers = Peers(agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000)
+        await self.backend.start()
+        self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.config.max_in_flight)]
+
+    async def deliver(self, tasks: list[Orchestrator]) -> int:
+        """Accept tasks into the inbox (waiting while it is full) and report this actor's load."""
+        for task in tasks:
+            await self.inbox.put(task)
+        self._depth.set(self.inbox.qsize())
+        return self.inbox.qsize() + len(self.in_step)
+
+    def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
+        """Route to a new set of agent actors."""
+        assert self.peers is not None
+        self.peers.replace(agents)
+
+    def holding(self) -> list[str]:
+        """Ids of every task this actor holds: queued, in a step, or sent but not yet accepted."""
+        assert self.peers is not None
+        return [task.id for task in list(self.inbox._queue)] + list(self.in_step) + self.peers.holding()  # type: ignore[attr-defined]
+
+    def get_stats(self) -> dict[str, int]:
+        """Steps run, retries, errors, texts offloaded and the most steps ever run at once."""
+        return dict(self.stats)
+
+    def ping(self) -> bool:
+        """Liveness probe."""
+        return True
+
+    async def _work(self) -> None:
+        assert self.peers is not None
+        while True:
+            task = await self.inbox.get()
+            self.in_step[task.id] = self.in_step.get(task.id, 0) + 1
+            self.stats["max_in_step"] = max(self.stats["max_in_step"], sum(self.in_step.values()))
+            try:
+                await materialize(task)
+                task = await self._step(task)
+                task.hops += 1
+                self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
+            except Exception as error:  # the engine failed this one task (e.g. a lost object): it ends, the run goes on
+                logger.exception("task %s: %s failed outside its step", task.id, self.role)
+                task.finish("error", f"engine: {type(error).__name__}: {error}")
+            try:
+                self.peers.send(task)
+            finally:
+                left = self.in_step.pop(task.id) - 1
+                if left:
+                    self.in_step[task.id] = left
+            self.stats["steps"] += 1
+            self._hops.inc()
+
+    async def _step(self, task: Orchestrator) -> Orchestrator:
+        """Run the agent's step, retrying with exponential backoff and jitter; after ``max_retries`` the task
+        ends with status ``error``. A :class:`MatrixError` (bad input) is not retried."""
+        attempt = 0
+        while True:
+            try:
+                return await self.agent.step(task)
+            except MatrixError as error:
+                task.finish("error", str(error))
+            except Exception as error:  # one task's failure must not stop the actor: it is the task's outcome
+                if attempt < self.run_config["max_retries"]:
+                    attempt += 1
+                    self.stats["retries"] += 1
+                    delay = self.run_config["retry_backoff_s"] * 2 ** (attempt - 1) * (0.5 + random.random())
+                    logger.debug("task %s: %s step failed (%r), retry %d", task.id, self.role, error, attempt)
+                    await asyncio.sleep(delay)
+                    continue
+                logger.warning("task %s: %s step failed after %d retries: %r", task.id, self.role, attempt, error)
+                task.finish("error", f"{type(error).__name__}: {error}")
+            self.stats["errors"] += 1
+            return task

@@ -1,0 +1,153 @@
+"""Admission and completion for one partition of the input: the only part of the engine that sees whole tasks
+start and end, and never one in between."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+
+from matrix_core.config import InputConfig
+from matrix_core.engine.components import build_config, import_target
+from matrix_core.engine.inputs import BadRow, read_rows
+from matrix_core.engine.offload import materialize, release
+from matrix_core.engine.peers import Peers
+from matrix_core.orchestrator import Orchestrator
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_concurrency=100_000)
+class Collector:
+    """Streams its partition of the input, keeps at most ``run.max_concurrency`` tasks in flight, hands finished
+    tasks to the writer, and re-admits the tasks a dead actor took with it."""
+
+    def __init__(
+        self,
+        partition: int,
+        workflow_target: str,
+        workflow_config: dict[str, Any] | None,
+        input_config: dict[str, Any],
+        run_config: dict[str, Any],
+        writer: Any,
+    ) -> None:
+        self.partition = partition
+        self.workflow = import_target(workflow_target)
+        self.workflow_config = build_config(self.workflow.config_schema, workflow_config)
+        self.input_config = InputConfig(**input_config)
+        self.run_config = run_config
+        self.writer = writer
+        self.slots = asyncio.Semaphore(run_config["max_concurrency"])
+        self.in_flight: dict[str, dict[str, Any]] = {}
+        self.peers: Peers | None = None
+        self._idle = asyncio.Event()
+        self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+        self._flusher: asyncio.Task | None = None
+
+    def start(
+        self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
+    ) -> None:
+        """Learn the agent actors to admit tasks to."""
+        self.peers = Peers(agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000)
+
+    async def run(self, finished: set[str]) -> dict[str, int]:
+        """Admit every row of this partition not in ``finished``; return once all have ended."""
+        assert self.peers is not None
+        partitions, limit = self.run_config["partitions"], self.run_config["limit"]
+        first_seen: dict[str, str] = {}
+        counts = {"admitted": 0, "skipped": 0, "peak_in_flight": 0}
+        rows = read_rows(self.input_config, on_rejected=self._rejected)
+        for index, row in enumerate(rows):
+            if limit is not None and index >= limit:
+                break
+            if row.id in first_seen:
+                raise BadRow(f"{row.where}: duplicate id {row.id!r} (first at {first_seen[row.id]})")
+            first_seen[row.id] = row.where
+            if index % partitions != self.partition:
+                continue
+            if row.id in finished:
+                counts["skipped"] += 1
+                continue
+            await self.slots.acquire()
+            self._admit(row.id, row.data)
+            counts["admitted"] += 1
+            counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
+            if counts["admitted"] % 256 == 0:
+                await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
+        while self.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+        if self._flusher is not None:
+            await self._flusher
+        await self._flush()
+        return counts
+
+    def _admit(self, task_id: str, row: dict[str, Any]) -> None:
+        assert self.peers is not None
+        self.in_flight[task_id] = row
+        task = self.workflow.from_row(task_id, row, self.workflow_config)
+        task.partition = self.partition
+        if task.next_role() is None:
+            raise TypeError(f"{self.workflow.__qualname__}.from_row made a task that is already done")
+        self.peers.send(task)
+
+    async def deliver(self, tasks: list[Orchestrator]) -> int:
+        """Receive finished tasks from agents; a task already completed (re-admitted twice) is ignored."""
+        for task in tasks:
+            if self.in_flight.pop(task.id, None) is None:
+                continue
+            await materialize(task)
+            summary = {
+                "id": task.id,
+                "status": task.status,
+                "reason": task.reason,
+                "prompt_tokens": task.prompt_tokens,
+                "completion_tokens": task.completion_tokens,
+                "hops": task.hops,
+                "metrics": task.metrics(),
+            }
+            self._outgoing.append((task.to_record() if task.keep() else None, summary))
+            release(task)
+            self.slots.release()
+        if self._outgoing and self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        if not self.in_flight:
+            self._idle.set()
+        return 0
+
+    async def _flush(self) -> None:
+        """Hand finished records to the writer in batches, in order."""
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing, []
+            await self.writer.write.remote(batch)
+        self._flusher = None
+
+    def _rejected(self, entry: dict[str, Any]) -> None:
+        if self.partition == 0:  # every partition reads every row; one reports the bad ones
+            self.writer.reject.remote(entry)
+
+    def holding(self) -> list[str]:
+        """Ids sent to an agent but not yet accepted by it."""
+        assert self.peers is not None
+        return self.peers.holding()
+
+    def in_flight_ids(self) -> list[str]:
+        """Ids admitted and not yet finished."""
+        return list(self.in_flight)
+
+    def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
+        """Route to a new set of agent actors."""
+        assert self.peers is not None
+        self.peers.replace(agents)
+
+    def readmit(self, held: set[str]) -> int:
+        """Admit again every in-flight task that no live actor holds (its actor died); returns how many."""
+        lost = [task_id for task_id in self.in_flight if task_id not in held]
+        for task_id in lost:
+            self._admit(task_id, self.in_flight[task_id])
+        if lost:
+            logger.warning("partition %d: re-admitted %d task(s) lost with a dead actor", self.partition, len(lost))
+        return len(lost)

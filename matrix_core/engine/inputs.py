@@ -1,0 +1,224 @@
+"""Input rows: jsonl, parquet or a local Hugging Face ``datasets`` directory, streamed one row at a time, each with a
+stable id.
+
+``input.path`` is a file, a directory of ``.jsonl``/``.json``/``.parquet`` shards, a glob (``data/*.jsonl``), or a
+directory written by ``datasets``' ``save_to_disk``. Nothing is read whole: jsonl goes line by line, parquet and
+Arrow by record batch, so millions of rows cost the memory of one batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from matrix_core.config import InputConfig
+from matrix_core.errors import ConfigError, MatrixError
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+"""The file suffixes read without ``input.format``, and the format each means."""
+FORMATS = ("jsonl", "parquet", "hf")
+BATCH_ROWS = 1024
+"""Rows turned into Python objects at a time: bounds memory when one Arrow batch holds many large rows."""
+_HF_MARKERS = ("state.json", "dataset_info.json")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row: its task id, its data, and where it was read (``file:line`` or ``file:row N``)."""
+
+    id: str
+    data: dict[str, Any]
+    where: str
+
+
+class BadRow(MatrixError):
+    """A malformed input row, named by file and line (or row)."""
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A record as read, before it is checked: ``error`` says why it could not be parsed."""
+
+    where: str
+    value: Any = None
+    line: bytes | None = None  # the raw jsonl line, kept only to report it when rejected
+    error: str | None = None
+
+
+def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Row]:
+    """Stream the rows of ``config.path`` with their ids.
+
+    A missing input or an unknown format fails here, before any row is read. A malformed row raises :class:`BadRow`
+    while iterating, or, with ``config.skip_bad_rows``, is passed to ``on_rejected`` as ``{"where", "error",
+    "line"}`` (``line`` for jsonl only) and skipped. Duplicate ids are the caller's to detect.
+    """
+    if config.path is None:
+        raise MatrixError("no input: pass -i FILE or set input.path")
+    if config.format is not None and config.format not in FORMATS:
+        raise ConfigError(f"input.format: unknown format {config.format!r} (one of: {', '.join(FORMATS)})")
+    sources = _sources(config.path, config.format)
+    return _rows(sources, config, on_rejected or _log_rejected)
+
+
+def _sources(path_text: str, format: str | None) -> list[tuple[Path, str]]:
+    """The files (or ``datasets`` directory) to read, in order, each with its format."""
+    path = Path(path_text)
+    if not path.exists() and any(char in path_text for char in "*?["):
+        matches = sorted(Path(match) for match in glob.glob(path_text, recursive=True) if Path(match).is_file())
+        if not matches:
+            raise MatrixError(f"input.path: no file matches {path_text}")
+        return [(match, format or _format_of(match)) for match in matches]
+    if not path.exists():
+        raise MatrixError(f"input.path: no such file: {path_text}")
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file():
+            raise MatrixError(
+                f"input.path: {path} holds several splits (a DatasetDict)",
+                hint=f"point input.path at one split, e.g. {path / 'train'}",
+            )
+        if format == "hf" or any((path / marker).is_file() for marker in _HF_MARKERS):
+            return [(path, "hf")]
+        shards = sorted(child for child in path.iterdir() if child.suffix in SUFFIXES and child.is_file())
+        if not shards:
+            raise MatrixError(
+                f"input.path: {path} holds no {', '.join(SUFFIXES)} files and is not a datasets directory"
+            )
+        return [(shard, format or _format_of(shard)) for shard in shards]
+    if format == "hf":
+        raise MatrixError(f"input.path: {path} is a file; input.format hf reads a directory saved by save_to_disk")
+    return [(path, format or _format_of(path))]
+
+
+def _format_of(path: Path) -> str:
+    try:
+        return SUFFIXES[path.suffix]
+    except KeyError:
+        raise MatrixError(
+            f"{path}: unknown input suffix {path.suffix!r}: set input.format to one of {', '.join(FORMATS)}"
+        ) from None
+
+
+def _rows(
+    sources: list[tuple[Path, str]], config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
+) -> Iterator[Row]:
+    for path, format in sources:
+        for record in _READERS[format](path):
+            error = record.error or _problem(record.value, config.id_key)
+            if error is None:
+                yield Row(_row_id(record.value, config.id_key), record.value, record.where)
+            elif config.skip_bad_rows:
+                entry = {"where": record.where, "error": error}
+                if record.line is not None:
+                    entry["line"] = record.line.decode("utf-8", "replace").rstrip("\r\n")
+                on_rejected(entry)
+            else:
+                raise BadRow(f"{record.where}: {error}")
+
+
+def _problem(value: Any, id_key: str) -> str | None:
+    """Why a parsed value cannot be a row, or None."""
+    if not isinstance(value, dict):
+        return f"a row must be a JSON object, got {type(value).__name__}"
+    task_id = value.get(id_key)
+    # bool is an int subclass, but True as an id is a data bug, not an id
+    if id_key in value and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)):
+        return f"{id_key!r} must be a string or an integer, got {type(task_id).__name__}"
+    return None
+
+
+def _row_id(data: dict[str, Any], id_key: str) -> str:
+    """The row's own id, else a hash of its content: the same row gets the same id on every run."""
+    if id_key in data:
+        return str(data[id_key])
+    # default=str: parquet and Arrow rows may hold dates or bytes, which have a stable str() but no JSON form
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _log_rejected(entry: dict[str, Any]) -> None:
+    logger.warning("skipped bad row %s: %s", entry["where"], entry["error"])
+
+
+# --- readers: each yields the records of one source, streamed -------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> Iterator[_Record]:
+    with _open(path) as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                yield _Record(where, json.loads(line), line)
+            except UnicodeDecodeError:
+                yield _Record(where, line=line, error="not UTF-8 text")
+            except json.JSONDecodeError as error:
+                yield _Record(where, line=line, error=f"invalid JSON ({error.msg})")
+
+
+def _read_parquet(path: Path) -> Iterator[_Record]:
+    with _open(path) as file:
+        try:
+            batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS)
+        except pa.ArrowException as error:
+            raise MatrixError(f"{path}: not a readable parquet file ({error})") from None
+        yield from _batch_records(path, batches)
+
+
+def _read_hf(directory: Path) -> Iterator[_Record]:
+    """A ``save_to_disk`` directory: its ``.arrow`` files are Arrow IPC streams, in ``state.json``'s order."""
+    for path in _hf_data_files(directory):
+        if not path.is_file():
+            raise MatrixError(f"{directory}: state.json lists {path.name}, which is missing")
+        with pa.memory_map(str(path)) as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+            except pa.ArrowException as error:
+                raise MatrixError(f"{path}: not an Arrow stream written by datasets ({error})") from None
+            yield from _batch_records(path, reader)
+
+
+def _hf_data_files(directory: Path) -> list[Path]:
+    state = directory / "state.json"
+    if not state.is_file():  # only dataset_info.json: no recorded order, so take the shards by name
+        return sorted(directory.glob("*.arrow"))
+    try:
+        files = json.loads(state.read_text(encoding="utf-8"))["_data_files"]
+        return [directory / entry["filename"] for entry in files]
+    except (ValueError, KeyError, TypeError) as error:
+        raise MatrixError(f"{state}: not a datasets state file ({error.__class__.__name__}: {error})") from None
+
+
+def _batch_records(path: Path, batches: Iterable[pa.RecordBatch]) -> Iterator[_Record]:
+    # rows count from 0, as pandas, pyarrow and datasets index them
+    number = 0
+    for batch in batches:
+        for start in range(0, batch.num_rows, BATCH_ROWS):
+            for data in batch.slice(start, BATCH_ROWS).to_pylist():
+                yield _Record(f"{path}:row {number}", data)
+                number += 1
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as error:
+        raise MatrixError(f"{path}: cannot read ({error.strerror})") from None
+
+
+_READERS: dict[str, Callable[[Path], Iterator[_Record]]] = {
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "hf": _read_hf,
+}

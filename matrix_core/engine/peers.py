@@ -1,0 +1,104 @@
+"""Sending tasks straight to the next actor: routing plus coalescing of sends to the same peer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray.exceptions import RayActorError
+
+from matrix_core.engine.routing import Router
+from matrix_core.orchestrator import DONE, Orchestrator
+
+logger = logging.getLogger(__name__)
+
+
+class Peers:
+    """Where an actor sends tasks: an actor of the task's next role, or its partition's collector once it is done.
+
+    Tasks for the same peer within ``window_s`` go in one Ray call (``window_s=0`` sends each at once). A task is
+    *held* (see :meth:`holding`) until the receiver has accepted it, so a dead actor's tasks can be found; a send
+    to a dead peer is re-routed to a live actor of the same role.
+    """
+
+    def __init__(
+        self,
+        agents: Mapping[str, Sequence[Any]],
+        policies: Mapping[str, str],
+        collectors: Sequence[Any],
+        window_s: float,
+    ) -> None:
+        self.routers = {role: Router(handles, policies.get(role, "least_loaded")) for role, handles in agents.items()}
+        self.collectors = list(collectors)
+        self.window_s = window_s
+        self._batches: dict[Any, list[Orchestrator]] = {}
+        self._in_transit: dict[str, int] = {}
+        self._flushes: set[asyncio.Task] = set()
+
+    def send(self, task: Orchestrator) -> None:
+        """Queue ``task`` for its next role (or its collector when done); returns at once."""
+        role = task.next_role()
+        if role is DONE:
+            self._queue(self.collectors[task.partition], None, task)
+            return
+        router = self.routers[role]
+        index = router.pick(task.id)
+        self._queue(router.peers[index], (role, index), task)
+
+    def holding(self) -> list[str]:
+        """Ids of tasks sent but not yet accepted by their receiver."""
+        return list(self._in_transit)
+
+    def replace(self, agents: Mapping[str, Sequence[Any]]) -> None:
+        """Switch to a new set of agent actors (after one died and was replaced)."""
+        for role, handles in agents.items():
+            self.routers[role].replace(handles)
+
+    async def drain(self) -> None:
+        """Wait until every queued send has been accepted."""
+        while self._flushes:
+            await asyncio.gather(*list(self._flushes))
+
+    def _queue(self, handle: Any, slot: tuple[str, int] | None, task: Orchestrator) -> None:
+        self._in_transit[task.id] = self._in_transit.get(task.id, 0) + 1
+        batch = self._batches.get(handle)
+        if batch is not None:
+            batch.append(task)
+            return
+        self._batches[handle] = [task]
+        flush = asyncio.ensure_future(self._flush(handle, slot))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, handle: Any, slot: tuple[str, int] | None) -> None:
+        if self.window_s > 0:
+            await asyncio.sleep(self.window_s)
+        else:
+            await asyncio.sleep(0)  # still gathers the tasks queued in this same loop iteration
+        batch = self._batches.pop(handle)
+        try:
+            load = await handle.deliver.remote(batch)
+        except RayActorError:
+            if slot is None:
+                raise  # a dead collector ends the run: nothing can record completions
+            self._reroute(slot[0], handle, batch)
+        else:
+            if slot is not None:
+                self.routers[slot[0]].report(slot[1], load)
+        finally:
+            for task in batch:
+                left = self._in_transit[task.id] - 1
+                if left:
+                    self._in_transit[task.id] = left
+                else:
+                    del self._in_transit[task.id]
+
+    def _reroute(self, role: str, dead: Any, batch: list[Orchestrator]) -> None:
+        router = self.routers[role]
+        if dead in router.peers:
+            router.replace([peer for peer in router.peers if peer != dead])
+        logger.warning("an actor of role %r died; re-routing %d task(s)", role, len(batch))
+        for task in batch:
+            self.send(task)

@@ -1,0 +1,204 @@
+"""Running a workflow: start the actors, let tasks flow peer to peer, watch for dead actors, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from omegaconf import OmegaConf
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from matrix_core.config import ResolvedConfig
+from matrix_core.engine.actors import AgentActor
+from matrix_core.engine.collector import Collector
+from matrix_core.engine.components import build_config
+from matrix_core.engine.progress import ProgressDisplay
+from matrix_core.engine.writer import Writer, companion
+from matrix_core.errors import MatrixError
+from matrix_core.registry import Registry
+from matrix_core.sinks.jsonl import JsonlSink
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.5
+LIVENESS_EVERY_S = 2.0
+
+
+class RunInterrupted(MatrixError):
+    """The user stopped the run; the output is valid and ``--resume`` continues it."""
+
+    exit_code = 130
+
+
+def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
+    """Refuse to start over an existing output unless resuming: a new run must never destroy an earlier one."""
+    output = Path(resolved.config.output.path)
+    sink = registry.get("sinks", resolved.config.output.sink).cls(output)
+    if resolved.config.run.resume:
+        return
+    for records in (sink, JsonlSink(companion(output, "dropped.jsonl"))):
+        if next(iter(records.finished_ids()), None) is not None:
+            raise MatrixError(
+                f"{output} exists with finished tasks", hint="pass --resume to continue that run, or choose another -o"
+            )
+
+
+def run_workflow(resolved: ResolvedConfig, registry: Registry) -> dict[str, Any]:
+    """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``)."""
+    check_output(resolved, registry)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        # A private local Ray on loopback, started and stopped by this run.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        return _Run(resolved, registry).execute()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+class _Run:
+    def __init__(self, resolved: ResolvedConfig, registry: Registry) -> None:
+        config = resolved.config
+        self.config = config
+        self.workflow = registry.get("orchestrators", resolved.workflow)
+        orchestrator = self.workflow.cls
+        self.workflow_config = (
+            OmegaConf.to_container(config[orchestrator.config_key], resolve=True) if orchestrator.config_key else None
+        )
+        self.run_config = OmegaConf.to_container(config.run, resolve=True)
+        self.agent_specs = {}
+        for role, agent_name in orchestrator.roles.items():
+            agent = registry.get("agents", agent_name)
+            backend_config = resolved.role_backends[role]
+            backend = registry.get("backends", backend_config.type)
+            agent_config = OmegaConf.to_container(config.agents[role], resolve=True)
+            backend_values = OmegaConf.to_container(backend_config, resolve=True)
+            # Constructing a backend only checks its config (base_url, api key variable): fail here, in one line,
+            # rather than inside every actor.
+            backend.cls(build_config(backend.cls.config_schema, backend_values))
+            self.agent_specs[role] = {
+                "role": role,
+                "agent_target": agent.target,
+                "agent_config": agent_config,
+                "workflow_target": self.workflow.target,
+                "workflow_config": self.workflow_config,
+                "backend_target": backend.target,
+                "backend_config": backend_values,
+                "run_config": self.run_config,
+            }
+        self.policies = {role: config.agents[role].routing for role in orchestrator.roles}
+        self.sink_target = registry.get("sinks", config.output.sink).target
+        input_config = OmegaConf.to_container(config.input, resolve=True)
+        if input_config["path"] is not None and "://" not in input_config["path"]:
+            input_config["path"] = str(Path(input_config["path"]).expanduser().absolute())
+        self.input_config = input_config
+
+    def execute(self) -> dict[str, Any]:
+        config = self.config
+        writer = Writer.remote(self.sink_target, str(Path(config.output.path).expanduser().absolute()))
+        agents: dict[str, list[Any]] = {}
+        collectors: list[Any] = []
+        counts: list[dict[str, int]] = []
+        display = None
+        started = time.monotonic()
+        try:
+            finished = ray.get(writer.finished_ids.remote()) if config.run.resume else set()
+            agents = {
+                role: [AgentActor.remote(**spec) for _ in range(config.agents[role].replicas)]
+                for role, spec in self.agent_specs.items()
+            }
+            collectors = [
+                Collector.remote(
+                    p, self.workflow.target, self.workflow_config, self.input_config, self.run_config, writer
+                )
+                for p in range(config.run.partitions)
+            ]
+            everyone = [*collectors, *(a for handles in agents.values() for a in handles)]
+            ray.get([peer.start.remote(agents, self.policies, collectors) for peer in everyone])
+            finished_ref = ray.put(finished)
+            runs = [collector.run.remote(finished_ref) for collector in collectors]
+            display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
+            counts = self._wait(runs, agents, collectors, writer, display)
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                "interrupted", hint="the output is valid: run again with --resume to continue"
+            ) from None
+        except RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, MatrixError):
+                raise cause from None
+            raise
+        finally:
+            if display is not None:
+                display.close()
+            metrics = self._close(writer, agents, counts, started)
+            for handle in [*collectors, *(a for handles in agents.values() for a in handles), writer]:
+                ray.kill(handle)
+        return metrics
+
+    def _close(self, writer: Any, agents: dict[str, list[Any]], counts: list[dict[str, int]], started: float) -> Any:
+        """Close the writer, which writes the metrics file, adding the engine's own counters."""
+        stats = {
+            role: [ray.get(a.get_stats.remote()) for a in handles if _alive(a)] for role, handles in agents.items()
+        }
+        every = [s for role_stats in stats.values() for s in role_stats]
+        engine = {
+            "admitted": sum(c["admitted"] for c in counts),
+            "skipped_finished": sum(c["skipped"] for c in counts),
+            "peak_in_flight": max((c["peak_in_flight"] for c in counts), default=0),
+            "retries": sum(s["retries"] for s in every),
+            "offloaded_texts": sum(s["offloaded"] for s in every),
+            "most_steps_at_once": {
+                role: max((s["max_in_step"] for s in role_stats), default=0) for role, role_stats in stats.items()
+            },
+            "driver_wall_time_s": round(time.monotonic() - started, 3),
+        }
+        return ray.get(writer.close.remote(engine))
+
+    def _wait(self, runs, agents, collectors, writer, display) -> list[dict[str, int]]:
+        pending = list(runs)
+        last_check = time.monotonic()
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            progress = ray.get(writer.progress.remote())
+            in_flight = sum(len(ids) for ids in ray.get([c.in_flight_ids.remote() for c in collectors]))
+            display.update(progress, in_flight)
+            if time.monotonic() - last_check >= LIVENESS_EVERY_S:
+                last_check = time.monotonic()
+                self._replace_dead(agents, collectors)
+        return ray.get(runs)
+
+    def _replace_dead(self, agents: dict[str, list[Any]], collectors: list[Any]) -> None:
+        """Replace every dead agent actor in place, tell everyone, and re-admit the tasks it took with it."""
+        new = []
+        for role, handles in agents.items():
+            for index, handle in enumerate(handles):
+                if not _alive(handle):
+                    logger.warning("an actor of role %r died; starting a replacement", role)
+                    handles[index] = AgentActor.remote(**self.agent_specs[role])
+                    new.append(handles[index])
+        if not new:
+            return
+        ray.get([handle.start.remote(agents, self.policies, collectors) for handle in new])
+        survivors = [a for handles in agents.values() for a in handles if a not in new]
+        ray.get([peer.replace_agents.remote(agents) for peer in [*collectors, *survivors]])
+        held: set[str] = set()
+        for ids in ray.get([peer.holding.remote() for peer in [*collectors, *survivors]]):
+            held.update(ids)
+        ray.get([collector.readmit.remote(held) for collector in collectors])
+
+
+def _alive(handle: Any) -> bool:
+    """False once the actor is dead; a busy actor that does not answer in time counts as alive."""
+    try:
+        return ray.get(handle.ping.remote(), timeout=30)
+    except RayActorError:
+        return False
+    except GetTimeoutError:
+        return True

@@ -1,0 +1,271 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks, with latency and failure knobs.
+
+It answers deterministically (the reply is made of the last user message's words), counts what it served, and
+records every request it received, so that a test can assert on exactly what a client sent::
+
+    async with FakeOpenAIServer(rate_limit_rate=0.5) as server:   # inside a running event loop
+        client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+
+    with FakeOpenAIServer().in_thread() as server:                 # from synchronous code
+        urllib.request.urlopen(server.base_url + "/models")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+logger = logging.getLogger(__name__)
+
+_TOOL_WORD = re.compile(r"\btool\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the server received: ``body`` is the parsed JSON (None when there was none)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible server: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /stats``.
+
+    :param latency_s: seconds each chat request waits before answering (failures included).
+    :param output_tokens: words in each choice's reply, before ``max_tokens`` cuts it.
+    :param failure_rate: fraction of chat requests answered with HTTP 500.
+    :param rate_limit_rate: fraction of chat requests answered with HTTP 429 and a ``Retry-After`` header.
+    :param retry_after_s: the ``Retry-After`` value, in seconds (fractions allowed, as the ``openai`` SDK reads them).
+    :param script: HTTP statuses to answer the first chat requests with, in order, before the rates apply, so a test
+        can ask for exactly "two 429s, then success".
+    :param models: the model ids ``GET /v1/models`` lists.
+    :param seed: seeds the draws of failures and rate limits, so the same requests in the same order fail alike.
+    :param record: keep every request in :attr:`requests`; turn off in long benchmarks to bound memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        output_tokens: int = 16,
+        failure_rate: float = 0.0,
+        rate_limit_rate: float = 0.0,
+        retry_after_s: float = 0.01,
+        script: Sequence[int] = (),
+        models: Sequence[str] = ("fake-model",),
+        seed: int = 0,
+        record: bool = True,
+    ) -> None:
+        self.latency_s = latency_s
+        self.output_tokens = output_tokens
+        self.failure_rate = failure_rate
+        self.rate_limit_rate = rate_limit_rate
+        self.retry_after_s = retry_after_s
+        self.models = list(models)
+        self.record = record
+        self.requests: list[RecordedRequest] = []
+        """Every request received, oldest first (when ``record`` is on)."""
+        self._script = list(script)
+        self._random = random.Random(seed)
+        self._ids = itertools.count(1)
+        self._counts = dict.fromkeys(("requests", "in_flight", "max_in_flight", "failures", "rate_limited"), 0)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> FakeOpenAIServer:
+        """Listen on a free port of 127.0.0.1 in the running event loop."""
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        # A short shutdown timeout: stopping should not wait out slow requests still in flight.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        # A large backlog so that a benchmark opening a thousand connections at once is not refused.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+        logger.debug("fake OpenAI server listening on %s", self.base_url)
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and drop open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeOpenAIServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @contextmanager
+    def in_thread(self) -> Iterator[FakeOpenAIServer]:
+        """Run the server on its own event loop in a background thread, for synchronous callers."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="fake-openai-server", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result()
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL to give a client, ``http://127.0.0.1:PORT/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stats(self) -> dict[str, int]:
+        """Chat requests received, in flight now and at most, answered 500 (``failures``) and 429."""
+        return {**self._counts, "recorded": len(self.requests)}
+
+    # --- routes ------------------------------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request) -> Any:
+        body = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = await request.text()
+        if self.record:
+            self.requests.append(RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body))
+        return body
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        counts = self._counts
+        counts["requests"] += 1
+        counts["in_flight"] += 1
+        counts["max_in_flight"] = max(counts["max_in_flight"], counts["in_flight"])
+        try:
+            body = await self._record(request)
+            if self.latency_s > 0:
+                await asyncio.sleep(self.latency_s)
+            status = self._draw_status()
+            if status == 429:
+                counts["rate_limited"] += 1
+                return _error(429, "rate limited by the fake server", {"Retry-After": str(self.retry_after_s)})
+            if status != 200:
+                counts["failures"] += 1
+                return _error(status, "failure injected by the fake server")
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                return _error(400, "the body must be a JSON object with a 'messages' list")
+            if body.get("stream"):
+                return _error(400, "the fake server does not stream")
+            return web.json_response(self._completion(body))
+        finally:
+            counts["in_flight"] -= 1
+
+    def _draw_status(self) -> int:
+        if self._script:
+            return self._script.pop(0)
+        draw = self._random.random()
+        if draw < self.rate_limit_rate:
+            return 429
+        if draw < self.rate_limit_rate + self.failure_rate:
+            return 500
+        return 200
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        words = prompt.split() or ["ok"]
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        tools = body.get("tools") or []
+        choices, completion_tokens = [], 0
+        for index in range(int(body.get("n") or 1)):
+            message: dict[str, Any] = {"role": "assistant", "content": None}
+            if tools and _TOOL_WORD.search(prompt):
+                message["tool_calls"] = [_tool_call(tools[0], next(self._ids))]
+                finish_reason = "tool_calls"
+            else:
+                # Each choice starts one word further along, so that n > 1 gives distinct choices.
+                reply = list(itertools.islice(itertools.cycle(words), index, index + self.output_tokens))
+                finish_reason = "stop"
+                if limit is not None and len(reply) > limit:
+                    reply, finish_reason = reply[:limit], "length"
+                message["content"] = " ".join(reply)
+                completion_tokens += len(reply)
+            choices.append({"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None})
+        prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.models[0],
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": "matrix"} for model in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _tool_call(tool: dict[str, Any], number: int) -> dict[str, Any]:
+    """A call of ``tool`` with a placeholder for each required argument, chosen by its JSON-schema type."""
+    function = tool.get("function", {})
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties", {})
+    placeholders = {"string": "test", "integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}
+    arguments = {
+        name: placeholders.get(properties.get(name, {}).get("type")) for name in parameters.get("required", [])
+    }
+    return {
+        "id": f"call_{number}",
+        "type": "function",
+        "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)},
+    }
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    kind = {400: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers
+    )

@@ -1,0 +1,1 @@
+"""Built-in workflows: their orchestrators, agents and default configs."""

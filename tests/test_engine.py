@@ -1,0 +1,157 @@
+"""The engine on a real local Ray: routing, bounds, retries, exactly-once output, offloading and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from matrix_core import config
+from matrix_core.engine.run import run_workflow
+from matrix_core.errors import MatrixError
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run_toy(loaded, tmp_path: Path, *overrides: str, rows: int = 40, name: str = "out.jsonl") -> tuple[dict, list]:
+    source = write_rows(tmp_path / "in.jsonl", [{"id": f"t{i}", "n": i} for i in range(rows)])
+    items = [f"input.path={source}", f"output.path={tmp_path / name}", "backend.type=toy.null", "run.quiet=true"]
+    resolved = config.resolve(
+        loaded.registry.get("orchestrators", "toy"), loaded.registry, config.parse_overrides([*items, *overrides])
+    )
+    metrics = run_workflow(resolved, loaded.registry)
+    records = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+    return metrics, records
+
+
+def test_tasks_move_through_three_roles(toy, tmp_path):
+    metrics, records = run_toy(toy, tmp_path, "agents.b.replicas=2", "toy.hops=7")
+    assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(40))
+    assert {tuple(r["trail"]) for r in records} == {("a", "b", "c", "a", "b", "c", "a")}
+    assert metrics["status"] == {"success": 40}
+    assert metrics["hops"] == 40 * 7
+    assert metrics["tokens_in"] == 40 * 7 * 3 and metrics["tokens_out"] == 40 * 7 * 5
+    assert metrics["workflow"] == {"trail_length": 7.0}
+    on_disk = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert on_disk["status_reason"] == {"success": 40}
+
+
+@pytest.mark.parametrize("routing", ["round_robin", "sticky"])
+def test_other_routing_policies(toy, tmp_path, routing):
+    overrides = [f"agents.{role}.{key}" for role in "abc" for key in (f"routing={routing}", "replicas=2")]
+    metrics, records = run_toy(toy, tmp_path, *overrides, rows=20)
+    assert metrics["status"] == {"success": 20} and len(records) == 20
+
+
+def test_in_flight_bounds_are_never_exceeded(toy, tmp_path):
+    metrics, records = run_toy(
+        toy,
+        tmp_path,
+        "run.max_concurrency=5",
+        "agents.a.max_in_flight=2",
+        "agents.a.sleep_s=0.02",
+        "agents.b.sleep_s=0.02",
+        rows=30,
+    )
+    assert len(records) == 30
+    assert 1 <= metrics["peak_in_flight"] <= 5
+    assert 1 <= metrics["most_steps_at_once"]["a"] <= 2
+    assert metrics["most_steps_at_once"]["b"] <= 5
+
+
+def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
+    metrics, records = run_toy(
+        toy,
+        tmp_path,
+        "run.retry_backoff_s=0.001",
+        "run.max_retries=3",
+        "agents.b.fail_percent=10",
+        "agents.c.always_fail_ids=[t3,t7]",
+    )
+    by_id = {r["id"]: r for r in records}
+    assert len(records) == len(by_id) == 40, "every id exactly once"
+    flaky_failures = sum(len(r["failed_hops"]) for r in records)
+    assert flaky_failures > 0
+    assert metrics["retries"] == flaky_failures + 2 * 3, "each flaky step retried once, each always-failing one 3 times"
+    for failed in ("t3", "t7"):
+        assert by_id[failed]["status"] == "error"
+        assert by_id[failed]["reason"] == f"RuntimeError: {failed} always fails"
+    assert metrics["status"] == {"success": 38, "error": 2}, metrics["status_reason"]
+    assert metrics["status_reason"]["error:RuntimeError: t3 always fails"] == 1
+    assert all(r["trail"] == ["a", "b", "c", "a", "b", "c"] for r in records if r["status"] == "success")
+
+
+def test_a_killed_actor_loses_nothing(toy, tmp_path):
+    marker = tmp_path / "died"
+    metrics, records = run_toy(
+        toy,
+        tmp_path,
+        "agents.b.replicas=2",
+        "agents.b.sleep_s=0.05",
+        "agents.b.die_on_id=t5",
+        f"agents.b.die_marker={marker}",
+        rows=60,
+    )
+    assert marker.exists(), "the actor really died"
+    assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(60))
+    assert metrics["status"] == {"success": 60}
+
+
+def test_large_history_texts_round_trip_through_the_object_store(toy, tmp_path):
+    metrics, records = run_toy(toy, tmp_path, "toy.text_bytes=5000", "run.offload_threshold_bytes=1000", rows=10)
+    assert metrics["offloaded_texts"] == 10 * 6, "each turn's text stored once, then passed by reference"
+    record = next(r for r in records if r["id"] == "t4")
+    assert record["texts"] == [f"t4:{i}:" + "x" * 5000 for i in range(1, 7)]
+
+
+def test_resume_skips_finished_ids_and_recovers_a_torn_line(toy, tmp_path):
+    output = tmp_path / "out.jsonl"
+    output.write_text('{"id": "t0", "status": "success", "reason": "", "trail": []}\n{"id": "t1", "sta')
+    metrics, records = run_toy(toy, tmp_path, "run.resume=true", rows=5)
+    assert [r["id"] for r in records].count("t0") == 1
+    assert sorted(r["id"] for r in records) == ["t0", "t1", "t2", "t3", "t4"]
+    assert metrics["skipped_finished"] == 1 and metrics["admitted"] == 4
+
+
+def test_an_existing_output_is_never_overwritten(toy, tmp_path):
+    (tmp_path / "out.jsonl").write_text('{"id": "old"}\n')
+    with pytest.raises(MatrixError, match=r"out\.jsonl exists"):
+        run_toy(toy, tmp_path)
+    assert (tmp_path / "out.jsonl").read_text() == '{"id": "old"}\n'
+
+
+def test_a_malformed_row_stops_the_run_naming_file_and_line(toy, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a"}\n{"id": "b"}\nnot json\n')
+    resolved = config.resolve(
+        toy.registry.get("orchestrators", "toy"),
+        toy.registry,
+        config.parse_overrides(
+            [f"input.path={source}", f"output.path={tmp_path / 'o.jsonl'}", "backend.type=toy.null", "run.quiet=true"]
+        ),
+    )
+    with pytest.raises(MatrixError, match=r"in\.jsonl:3: invalid JSON"):
+        run_workflow(resolved, toy.registry)
+
+
+def test_duplicate_ids_in_the_input_are_an_error(toy, tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"id": "a"}, {"id": "b"}, {"id": "a"}])
+    resolved = config.resolve(
+        toy.registry.get("orchestrators", "toy"),
+        toy.registry,
+        config.parse_overrides(
+            [f"input.path={source}", f"output.path={tmp_path / 'o.jsonl'}", "backend.type=toy.null", "run.quiet=true"]
+        ),
+    )
+    with pytest.raises(MatrixError, match=r"in\.jsonl:3: duplicate id 'a' \(first at .*in\.jsonl:1\)"):
+        run_workflow(resolved, toy.registry)
+
+
+def test_partitions_split_the_input(toy, tmp_path):
+    metrics, records = run_toy(toy, tmp_path, "run.partitions=3", "run.max_concurrency=4", rows=31)
+    assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(31))
+    assert metrics["admitted"] == 31

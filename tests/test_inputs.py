@@ -1,0 +1,263 @@
+"""Input rows: every format streamed, ids from the row or a stable hash, malformed rows named by file and line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from matrix_core.config import InputConfig
+from matrix_core.engine.inputs import BadRow, Row, read_rows
+from matrix_core.errors import ConfigError, MatrixError
+
+ROW_HASH = "4f53b43425e12904"
+"""The id of ``{"q": "2+2?", "n": 1}``: sha1 of ``{"n": 1, "q": "2+2?"}``, pinned so that a change shows."""
+
+
+def rows(path: Path | str, **options) -> list[Row]:
+    return list(read_rows(InputConfig(path=str(path), **options)))
+
+
+def write_jsonl(path: Path, *lines: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def write_hf(directory: Path, *shards: list[dict], listed: list[str] | None = None, state: bool = True) -> Path:
+    """A directory laid out like ``datasets``' ``save_to_disk``: Arrow IPC stream shards, state.json naming them."""
+    directory.mkdir()
+    names = [f"data-{index:05d}-of-{len(shards):05d}.arrow" for index in range(len(shards))]
+    for name, records in zip(names, shards, strict=True):
+        table = pa.Table.from_pylist(records)
+        with pa.OSFile(str(directory / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=2):  # several batches per shard, as datasets writes them
+                writer.write_batch(batch)
+    (directory / "dataset_info.json").write_text(json.dumps({"features": {}}))
+    if state:
+        files = [{"filename": name} for name in (listed or names)]
+        (directory / "state.json").write_text(json.dumps({"_data_files": files, "_split": "train"}))
+    return directory
+
+
+# --- jsonl ------------------------------------------------------------------------------------------------------
+
+
+def test_jsonl_rows_carry_their_id_data_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a", "q": "é"}', "", "  ", '{"id": 7, "q": [1, {"x": null}]}')
+    assert rows(path) == [
+        Row("a", {"id": "a", "q": "é"}, f"{path}:1"),
+        Row("7", {"id": 7, "q": [1, {"x": None}]}, f"{path}:4"),
+    ], "blank lines are skipped but still counted"
+
+
+def test_a_row_without_its_id_key_gets_a_stable_hash_of_its_content(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"q": "2+2?", "n": 1}', '{"n": 1, "q": "2+2?"}', '{"q": "3+3?"}')
+    first, reordered, other = rows(path)
+    assert first.id == ROW_HASH, "the same on every run and every machine"
+    assert reordered.id == first.id, "key order does not matter"
+    assert other.id != first.id and len(other.id) == 16
+
+
+def test_id_key_names_the_id_field(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"id": "ignored", "uid": 12}')
+    assert [row.id for row in rows(path, id_key="uid")] == ["12"]
+
+
+def test_rows_are_streamed_not_read_whole(tmp_path):
+    lines = [json.dumps({"id": index}) for index in range(100_000)]
+    path = write_jsonl(tmp_path / "big.jsonl", *lines, "not json")
+    stream = read_rows(InputConfig(path=str(path)))
+    assert next(stream).id == "0", "the first row comes before the bad last line is ever read"
+    with pytest.raises(BadRow, match=r"big\.jsonl:100001: invalid JSON"):
+        for _ in stream:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "in.jsonl:2: invalid JSON (Expecting value)"),
+        ('{"id": "b"', "in.jsonl:2: invalid JSON (Expecting ',' delimiter)"),
+        ("[1, 2]", "in.jsonl:2: a row must be a JSON object, got list"),
+        ('"text"', "in.jsonl:2: a row must be a JSON object, got str"),
+        ('{"id": 1.5}', "in.jsonl:2: 'id' must be a string or an integer, got float"),
+        ('{"id": true}', "in.jsonl:2: 'id' must be a string or an integer, got bool"),
+        ('{"id": null}', "in.jsonl:2: 'id' must be a string or an integer, got NoneType"),
+        ('{"id": {"x": 1}}', "in.jsonl:2: 'id' must be a string or an integer, got dict"),
+    ],
+)
+def test_a_malformed_row_is_one_line_naming_file_and_line(tmp_path, monkeypatch, line, message):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', line, '{"id": "c"}')
+    with pytest.raises(BadRow) as raised:
+        rows("in.jsonl")
+    assert str(raised.value) == message
+    assert isinstance(raised.value, MatrixError)
+
+
+def test_bytes_that_are_not_utf8_are_a_bad_row(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in.jsonl").write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n')
+    with pytest.raises(BadRow, match=r"^in\.jsonl:2: not UTF-8 text$"):
+        rows("in.jsonl")
+
+
+def test_skip_bad_rows_reports_each_rejected_row_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', "oops", "[1]", '{"id": 2.5}', '{"id": "e"}')
+    rejected: list[dict] = []
+    config = InputConfig(path="in.jsonl", skip_bad_rows=True)
+    assert [row.id for row in read_rows(config, on_rejected=rejected.append)] == ["a", "e"]
+    assert rejected == [
+        {"where": "in.jsonl:2", "error": "invalid JSON (Expecting value)", "line": "oops"},
+        {"where": "in.jsonl:3", "error": "a row must be a JSON object, got list", "line": "[1]"},
+        {"where": "in.jsonl:4", "error": "'id' must be a string or an integer, got float", "line": '{"id": 2.5}'},
+    ]
+
+
+def test_skip_bad_rows_without_a_callback_still_logs_each_row(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", "oops", '{"id": "b"}')
+    with caplog.at_level(logging.WARNING, logger="matrix_core.engine.inputs"):
+        assert [row.id for row in rows("in.jsonl", skip_bad_rows=True)] == ["b"]
+    assert "in.jsonl:1: invalid JSON (Expecting value)" in caplog.text
+
+
+# --- where the input is -----------------------------------------------------------------------------------------
+
+
+def test_no_input_path_says_how_to_give_one():
+    with pytest.raises(MatrixError, match=r"^no input: pass -i FILE or set input\.path$"):
+        read_rows(InputConfig())
+
+
+def test_a_missing_path_fails_before_any_row_is_read(tmp_path):
+    with pytest.raises(MatrixError, match=r"^input\.path: no such file: .*nope\.jsonl$"):
+        read_rows(InputConfig(path=str(tmp_path / "nope.jsonl")))
+
+
+def test_an_unknown_suffix_asks_for_input_format(tmp_path):
+    path = write_jsonl(tmp_path / "rows.txt", '{"id": "a"}')
+    with pytest.raises(MatrixError, match=r"rows\.txt: unknown input suffix '\.txt': set input\.format"):
+        rows(path)
+    assert [row.id for row in rows(path, format="jsonl")] == ["a"]
+
+
+def test_an_unknown_format_is_a_config_error(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}')
+    with pytest.raises(ConfigError, match=r"^input\.format: unknown format 'csv'"):
+        rows(path, format="csv")
+
+
+def test_a_glob_reads_every_match_in_sorted_order(tmp_path):
+    write_jsonl(tmp_path / "data" / "b.jsonl", '{"id": "b"}')
+    write_jsonl(tmp_path / "data" / "a.jsonl", '{"id": "a1"}', '{"id": "a2"}')
+    write_jsonl(tmp_path / "data" / "c.txt", '{"id": "not me"}')
+    assert [row.id for row in rows(tmp_path / "data" / "*.jsonl")] == ["a1", "a2", "b"]
+    with pytest.raises(MatrixError, match=r"^input\.path: no file matches .*\*\.parquet$"):
+        rows(tmp_path / "data" / "*.parquet")
+
+
+def test_a_directory_reads_its_shards_in_sorted_order(tmp_path):
+    shards = tmp_path / "shards"
+    write_jsonl(shards / "part-1.jsonl", '{"id": "j"}')
+    pq.write_table(pa.Table.from_pylist([{"id": "p"}]), shards / "part-0.parquet")
+    (shards / "README.md").write_text("not a shard")
+    assert [(row.id, Path(row.where).name) for row in rows(shards)] == [
+        ("p", "part-0.parquet:row 0"),
+        ("j", "part-1.jsonl:1"),
+    ]
+
+
+def test_a_directory_without_shards_is_an_error(tmp_path):
+    (tmp_path / "README.md").write_text("nothing here")
+    with pytest.raises(MatrixError, match=r"holds no \.jsonl, \.json, \.parquet files"):
+        rows(tmp_path)
+
+
+# --- parquet ----------------------------------------------------------------------------------------------------
+
+
+def test_parquet_rows_keep_nested_values_and_name_their_row(tmp_path):
+    path = tmp_path / "in.parquet"
+    records = [{"id": 1, "meta": {"tags": ["a", "b"]}}, {"id": 2, "meta": {"tags": []}}]
+    pq.write_table(pa.Table.from_pylist(records), path)
+    assert rows(path) == [Row("1", records[0], f"{path}:row 0"), Row("2", records[1], f"{path}:row 1")]
+
+
+def test_parquet_rows_without_an_id_column_are_hashed(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist([{"q": "2+2?", "n": 1}]), path)
+    assert rows(path)[0].id == ROW_HASH, "the same id as the same row in jsonl"
+
+
+def test_parquet_is_streamed_by_batch(tmp_path):
+    path = tmp_path / "big.parquet"
+    ids = [str(index) for index in range(5000)] + [None]
+    pq.write_table(pa.table({"id": ids}), path, row_group_size=1000)
+    stream = read_rows(InputConfig(path=str(path)))
+    assert next(stream).id == "0", "the first row comes before the bad last row is ever read"
+    with pytest.raises(BadRow, match=r"big\.parquet:row 5000: 'id' must be a string or an integer, got NoneType"):
+        for _ in stream:
+            pass
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path):
+    path = tmp_path / "in.parquet"
+    path.write_text("{}")
+    with pytest.raises(MatrixError, match=r"in\.parquet: not a readable parquet file"):
+        rows(path)
+
+
+# --- Hugging Face datasets directories -------------------------------------------------------------------------
+
+
+def test_a_datasets_directory_is_read_in_state_json_order(tmp_path):
+    directory = write_hf(
+        tmp_path / "ds",
+        [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "c", "text": "z"}],
+        [{"id": "d", "text": "w"}],
+        listed=["data-00001-of-00002.arrow", "data-00000-of-00002.arrow"],
+    )
+    read = rows(directory)
+    assert [row.id for row in read] == ["d", "a", "b", "c"]
+    assert read[0].data == {"id": "d", "text": "w"}
+    assert read[3].where == f"{directory / 'data-00000-of-00002.arrow'}:row 2", "rows count across batches"
+
+
+def test_a_datasets_directory_without_state_json_reads_its_shards_by_name(tmp_path):
+    directory = write_hf(tmp_path / "ds", [{"q": "a"}], [{"q": "b"}], state=False)
+    assert [row.data["q"] for row in rows(directory)] == ["a", "b"]
+
+
+def test_a_datasets_directory_is_streamed_by_batch(tmp_path):
+    directory = write_hf(tmp_path / "ds", [{"id": str(index)} for index in range(99)] + [{"id": None}])
+    stream = read_rows(InputConfig(path=str(directory)))
+    assert next(stream).id == "0"
+    with pytest.raises(BadRow, match=r"data-00000-of-00001\.arrow:row 99: 'id' must be a string"):
+        list(stream)
+
+
+def test_a_datasets_directory_missing_a_listed_shard_is_an_error(tmp_path):
+    directory = write_hf(tmp_path / "ds", [{"id": "a"}], listed=["data-00000-of-00001.arrow", "gone.arrow"])
+    with pytest.raises(MatrixError, match=r"state\.json lists gone\.arrow, which is missing"):
+        rows(directory)
+
+
+def test_a_dataset_dict_asks_for_one_split(tmp_path):
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    with pytest.raises(MatrixError, match=r"holds several splits") as raised:
+        rows(tmp_path / "dd")
+    assert raised.value.hint.endswith("train")
+
+
+def test_format_hf_needs_a_directory(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}')
+    with pytest.raises(MatrixError, match=r"input\.format hf reads a directory"):
+        rows(path, format="hf")

@@ -1,0 +1,118 @@
+"""A 3-role toy workflow for the engine tests: agents a, b, c take turns appending to a trail; no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from matrix_core import hookimpl
+from matrix_core.agent import Agent
+from matrix_core.backends import Backend
+from matrix_core.config import AgentConfig
+from matrix_core.orchestrator import DONE, Orchestrator
+
+
+@dataclass
+class ToyConfig:
+    """``toy.*``."""
+
+    hops: int = 6
+    text_bytes: int = 0
+
+
+@dataclass
+class ToyAgentConfig(AgentConfig):
+    """``agents.<role>.*`` of the toy agents."""
+
+    sleep_s: float = 0.0
+    fail_percent: int = 0
+    always_fail_ids: list[str] = field(default_factory=list)
+    die_on_id: str | None = None
+    die_marker: str | None = None
+
+
+@dataclass
+class ToyTask(Orchestrator):
+    """Visits a, b, c, a, ... ``hops`` times."""
+
+    roles = {"a": "toy.agent", "b": "toy.agent", "c": "toy.agent"}
+    config_key = "toy"
+    config_schema = ToyConfig
+
+    wanted: int = 6
+    trail: list[str] = field(default_factory=list)
+    attempts: int = 0
+    failed_hops: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyTask:
+        return cls(id=id, row=row, wanted=row.get("hops", config.hops))
+
+    def next_role(self) -> str | None:
+        return "abc"[len(self.trail) % 3] if self.status is None else DONE
+
+    def metrics(self) -> dict[str, float]:
+        return {"trail_length": len(self.trail)}
+
+    def to_record(self) -> dict[str, Any]:
+        texts = [turn.text for turn in self.history]
+        record = {**super().to_record(), "trail": self.trail, "texts": texts, "attempts": self.attempts}
+        return {**record, "failed_hops": self.failed_hops}
+
+
+class ToyAgent(Agent):
+    """Appends its role to the trail; can sleep, fail, or kill its own actor, as configured."""
+
+    config_schema = ToyAgentConfig
+
+    async def step(self, task: ToyTask) -> ToyTask:
+        config: ToyAgentConfig = self.context.config
+        task.attempts += 1
+        if config.die_on_id == task.id and config.die_marker and not Path(config.die_marker).exists():
+            Path(config.die_marker).touch()
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+            await asyncio.sleep(60)
+        if task.id in config.always_fail_ids:
+            raise RuntimeError(f"{task.id} always fails")
+        hop = len(task.trail)
+        if hop not in task.failed_hops and zlib.crc32(f"{task.id}/{hop}".encode()) % 100 < config.fail_percent:
+            task.failed_hops.append(hop)  # fails once at this hop: the retry succeeds
+            raise ConnectionError("flaky backend")
+        if config.sleep_s:
+            await asyncio.sleep(config.sleep_s)
+        task.trail.append(self.context.role)
+        size = self.context.workflow_config.text_bytes
+        if size:
+            task.add_turn(self.context.role, f"{task.id}:{len(task.trail)}:" + "x" * size, 3, 5)
+        else:
+            task.count_tokens(3, 5)
+        if len(task.trail) >= task.wanted:
+            task.finish("success")
+        return task
+
+
+class NullBackend(Backend):
+    """The toy agents call no model."""
+
+    async def chat(self, messages, sampling, tools=None):
+        raise AssertionError("the toy workflow calls no backend")
+
+
+@hookimpl
+def matrix_register_backends(register):
+    register("toy.null", NullBackend)
+
+
+@hookimpl
+def matrix_register_orchestrators(register):
+    register("toy", ToyTask)
+
+
+@hookimpl
+def matrix_register_agents(register):
+    register("toy.agent", ToyAgent)
