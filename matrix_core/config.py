@@ -61,7 +61,8 @@ class RunConfig:
     max_retries: int = 3
     retry_backoff_s: float = 0.5
     offload_threshold_bytes: int = 65536
-    coalesce_window_ms: float = 2.0
+    coalesce: bool = True
+    coalesce_window_ms: float = 0.0
     quiet: bool = False
 
 

@@ -7,6 +7,8 @@ class MatrixError(Exception):
     """A mistake the user can fix (bad config, unknown name, malformed input); never a bug."""
 
     exit_code = 1
+    retryable = False
+    """Whether trying the same step again may succeed (a failing server) or not (bad input)."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

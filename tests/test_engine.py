@@ -155,3 +155,21 @@ def test_partitions_split_the_input(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "run.partitions=3", "run.max_concurrency=4", rows=31)
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(31))
     assert metrics["admitted"] == 31
+
+
+def test_counters_reach_prometheus(toy, ray_session, tmp_path):
+    import time
+    import urllib.request
+
+    run_toy(toy, tmp_path, rows=5)
+    wanted = ("ray_matrix_hops", "ray_matrix_tasks_finished", "ray_matrix_tokens", "ray_matrix_inbox_depth")
+    deadline = time.monotonic() + 90
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ray_session}/metrics", timeout=10) as response:
+            exported = response.read().decode()
+        missing = [name for name in wanted if name not in exported]
+        if not missing:
+            break
+        assert time.monotonic() < deadline, f"never exported: {missing}"
+        time.sleep(1)
+    assert 'role="a"' in exported and 'status="success"' in exported

@@ -59,12 +59,15 @@ def test_an_unreachable_server_is_an_error_per_task_and_the_run_goes_on(ray_sess
         [
             "run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q",
             "backend.base_url=http://127.0.0.1:9/v1", "backend.model=m", "backend.max_retries=0",
+            "run.max_retries=2", "run.retry_backoff_s=0.01",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["error", "error"]
     assert records[0]["reason"] == "http://127.0.0.1:9/v1: Connection error."
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert metrics["retries"] == 2 * 2, "a backend failure is retried run.max_retries times"
 
 
 def test_a_missing_base_url_is_one_line_before_any_actor_starts(tmp_path):

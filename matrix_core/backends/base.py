@@ -11,7 +11,10 @@ from matrix_core.errors import MatrixError
 
 
 class BackendError(MatrixError):
-    """A chat call that failed for good: the server kept refusing or erroring after the retries, or is unreachable."""
+    """A chat call that failed: the server kept refusing or erroring after the client's retries, or is unreachable.
+    The engine retries the step (``run.max_retries``) before the task ends with status ``error``."""
+
+    retryable = True
 
 
 @dataclass

@@ -65,7 +65,9 @@ class AgentActor:
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the peers, open the backend, start ``max_in_flight`` workers."""
-        self.peers = Peers(agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000)
+        self.peers = Peers(
+            agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000, self.run_config["coalesce"]
+        )
         await self.backend.start()
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.config.max_in_flight)]
 
@@ -119,22 +121,22 @@ class AgentActor:
 
     async def _step(self, task: Orchestrator) -> Orchestrator:
         """Run the agent's step, retrying with exponential backoff and jitter; after ``max_retries`` the task
-        ends with status ``error``. A :class:`MatrixError` (bad input) is not retried."""
+        ends with status ``error``. A :class:`MatrixError` that is not ``retryable`` (bad input) is not retried."""
         attempt = 0
         while True:
             try:
                 return await self.agent.step(task)
-            except MatrixError as error:
-                task.finish("error", str(error))
             except Exception as error:  # one task's failure must not stop the actor: it is the task's outcome
-                if attempt < self.run_config["max_retries"]:
+                retryable = not isinstance(error, MatrixError) or error.retryable
+                if retryable and attempt < self.run_config["max_retries"]:
                     attempt += 1
                     self.stats["retries"] += 1
                     delay = self.run_config["retry_backoff_s"] * 2 ** (attempt - 1) * (0.5 + random.random())
                     logger.debug("task %s: %s step failed (%r), retry %d", task.id, self.role, error, attempt)
                     await asyncio.sleep(delay)
                     continue
-                logger.warning("task %s: %s step failed after %d retries: %r", task.id, self.role, attempt, error)
-                task.finish("error", f"{type(error).__name__}: {error}")
-            self.stats["errors"] += 1
-            return task
+                logger.warning("task %s: %s step failed (%d retries): %r", task.id, self.role, attempt, error)
+                reason = str(error) if isinstance(error, MatrixError) else f"{type(error).__name__}: {error}"
+                task.finish("error", reason)
+                self.stats["errors"] += 1
+                return task

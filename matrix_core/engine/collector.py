@@ -51,7 +51,9 @@ class Collector:
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the agent actors to admit tasks to."""
-        self.peers = Peers(agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000)
+        self.peers = Peers(
+            agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000, self.run_config["coalesce"]
+        )
 
     async def run(self, finished: set[str]) -> dict[str, int]:
         """Admit every row of this partition not in ``finished``; return once all have ended."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 class Peers:
     """Where an actor sends tasks: an actor of the task's next role, or its partition's collector once it is done.
 
-    Tasks for the same peer within ``window_s`` go in one Ray call (``window_s=0`` sends each at once). A task is
+    With ``coalesce``, tasks for the same peer go in one Ray call: those queued within ``window_s``, or with
+    ``window_s=0`` those queued in the same event-loop turn; without it each task is its own call. A task is
     *held* (see :meth:`holding`) until the receiver has accepted it, so a dead actor's tasks can be found; a send
     to a dead peer is re-routed to a live actor of the same role.
     """
@@ -29,10 +31,13 @@ class Peers:
         policies: Mapping[str, str],
         collectors: Sequence[Any],
         window_s: float,
+        coalesce: bool = True,
     ) -> None:
         self.routers = {role: Router(handles, policies.get(role, "least_loaded")) for role, handles in agents.items()}
         self.collectors = list(collectors)
         self.window_s = window_s
+        self.coalesce = coalesce
+        self._sends = itertools.count()
         self._batches: dict[Any, list[Orchestrator]] = {}
         self._in_transit: dict[str, int] = {}
         self._flushes: set[asyncio.Task] = set()
@@ -63,21 +68,21 @@ class Peers:
 
     def _queue(self, handle: Any, slot: tuple[str, int] | None, task: Orchestrator) -> None:
         self._in_transit[task.id] = self._in_transit.get(task.id, 0) + 1
-        batch = self._batches.get(handle)
+        key = handle if self.coalesce else next(self._sends)
+        batch = self._batches.get(key)
         if batch is not None:
             batch.append(task)
             return
-        self._batches[handle] = [task]
-        flush = asyncio.ensure_future(self._flush(handle, slot))
+        self._batches[key] = [task]
+        flush = asyncio.ensure_future(self._flush(handle, key, slot))
         self._flushes.add(flush)
         flush.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, handle: Any, slot: tuple[str, int] | None) -> None:
-        if self.window_s > 0:
+    async def _flush(self, handle: Any, key: Any, slot: tuple[str, int] | None) -> None:
+        if self.coalesce:
+            # a window of 0 still gathers the tasks queued in this same event-loop turn
             await asyncio.sleep(self.window_s)
-        else:
-            await asyncio.sleep(0)  # still gathers the tasks queued in this same loop iteration
-        batch = self._batches.pop(handle)
+        batch = self._batches.pop(key)
         try:
             load = await handle.deliver.remote(batch)
         except RayActorError:
