@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +40,21 @@ class BackendConfig:
     api_key_env: str | None = None
 
 
+class Routing(Enum):
+    """How an actor picks which actor of the next role receives a task (see docs/engine.md)."""
+
+    least_loaded = "least_loaded"
+    round_robin = "round_robin"
+    sticky = "sticky"
+
+
 @dataclass
 class AgentConfig:
     """``agents.<role>.*``: how many actors serve a role, how many steps each runs at once, its backend."""
 
     replicas: int = 1
     max_in_flight: int = 64
-    routing: str = "least_loaded"
+    routing: Routing = Routing.least_loaded
     backend: dict[str, Any] = field(default_factory=dict)
 
 

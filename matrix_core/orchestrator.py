@@ -55,6 +55,8 @@ class Orchestrator(ABC):
     completion_tokens: int = 0
     hops: int = 0
     partition: int = 0
+    seed: int = 0
+    """Derived from ``run.seed`` and the task id: stable across runs and ``--resume``, for agents' random choices."""
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Any) -> Orchestrator:

@@ -79,9 +79,11 @@ def test_plugins_list_json_has_the_documented_fields(hello):
 
 
 def test_plugins_list_table(hello):
-    result = matrix("plugins", "list")
+    result = matrix("plugins", "list", env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "hello" in result.output and "backends: echo" in result.output
+    row = next(line for line in result.output.splitlines() if " hello " in line)
+    assert "in-process" in row and "agents, backends, orchestrators" in row
+    assert "backends: echo" in result.output
 
 
 def test_component_listings(hello):

@@ -40,6 +40,16 @@ def test_tasks_move_through_three_roles(toy, tmp_path):
     assert on_disk["status_reason"] == {"success": 40}
 
 
+def test_task_seeds_derive_from_run_seed_and_id(toy, tmp_path):
+    _, first = run_toy(toy, tmp_path, "run.seed=1", rows=5, name="a.jsonl")
+    _, again = run_toy(toy, tmp_path, "run.seed=1", rows=5, name="b.jsonl")
+    _, other = run_toy(toy, tmp_path, "run.seed=2", rows=5, name="c.jsonl")
+    seeds = [{r["id"]: r["seed"] for r in records} for records in (first, again, other)]
+    assert seeds[0] == seeds[1]
+    assert len(set(seeds[0].values())) == 5
+    assert not set(seeds[0].values()) & set(seeds[2].values())
+
+
 @pytest.mark.parametrize("routing", ["round_robin", "sticky"])
 def test_other_routing_policies(toy, tmp_path, routing):
     overrides = [f"agents.{role}.{key}" for role in "abc" for key in (f"routing={routing}", "replicas=2")]
@@ -173,3 +183,16 @@ def test_counters_reach_prometheus(toy, ray_session, tmp_path):
         assert time.monotonic() < deadline, f"never exported: {missing}"
         time.sleep(1)
     assert 'role="a"' in exported and 'status="success"' in exported
+
+
+def test_tasks_a_workflow_does_not_keep_count_as_finished_for_resume(toy, tmp_path):
+    failing = ["toy.keep_errors=false", "agents.c.always_fail_ids=[t1]", "run.max_retries=0"]
+    metrics, records = run_toy(toy, tmp_path, *failing, rows=4)
+    assert sorted(r["id"] for r in records) == ["t0", "t2", "t3"]
+    dropped = [json.loads(line) for line in (tmp_path / "out.dropped.jsonl").read_text().splitlines()]
+    assert dropped == [{"id": "t1", "status": "error", "reason": "RuntimeError: t1 always fails"}]
+    assert metrics["status"] == {"success": 3, "error": 1}
+
+    metrics, _ = run_toy(toy, tmp_path, *failing, "run.resume=true", rows=6)
+    assert metrics["skipped_finished"] == 4, "t1 is finished too: it is not run again"
+    assert metrics["admitted"] == 2

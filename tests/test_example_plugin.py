@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def matrix_in(python: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-m", "matrix_core", *args], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.run([python, "-m", "matrix_core", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_installed_plugin_appears_in_plugins_list(venv_python):
@@ -65,3 +67,16 @@ def test_installed_plugin_ships_its_default_config(venv_python):
 
 def test_the_outer_environment_does_not_have_it(venv_python):
     assert "hello" not in [info.name for info in load_plugins().infos]
+
+
+def test_installed_plugin_runs_on_ray_workers(venv_python, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "name": "Ada"}\n{"id": 2, "name": "Alan"}\n')
+    output = tmp_path / "out.jsonl"
+    result = matrix_in(venv_python, "run", "hello", "-i", str(tmp_path / "in.jsonl"), "-o", str(output), "-q")
+    assert result.returncode == 0, result.stderr
+    records = sorted((json.loads(line) for line in output.read_text().splitlines()), key=lambda r: r["id"])
+    assert records == [
+        {"id": "1", "status": "success", "reason": "", "greeting": "echo: Hello, Ada!"},
+        {"id": "2", "status": "success", "reason": "", "greeting": "echo: Hello, Alan!"},
+    ]
+    assert "2 tasks (2 success)" in result.stderr

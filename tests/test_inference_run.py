@@ -75,3 +75,21 @@ def test_a_missing_base_url_is_one_line_before_any_actor_starts(tmp_path):
     result = CliRunner().invoke(cli, ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.output.startswith("Error: backend.base_url is not set")
+
+
+def test_system_prompt_option(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "inference", "--system-prompt", "Be brief.", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "system_prompt: Be brief." in result.output
+
+
+def test_a_role_backend_error_names_the_role(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hi"}\n')
+    args = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.jsonl")]
+    result = CliRunner().invoke(
+        cli, [*args, "backend.base_url=http://x/v1", "agents.model.backend.api_key_env=NOPE_UNSET"]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "Error: agents.model.backend.api_key_env: environment variable NOPE_UNSET is not set"
+    )

@@ -23,6 +23,7 @@ class ToyConfig:
 
     hops: int = 6
     text_bytes: int = 0
+    keep_errors: bool = True
 
 
 @dataclass
@@ -48,20 +49,30 @@ class ToyTask(Orchestrator):
     trail: list[str] = field(default_factory=list)
     attempts: int = 0
     failed_hops: list[int] = field(default_factory=list)
+    keep_errors: bool = True
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyTask:
-        return cls(id=id, row=row, wanted=row.get("hops", config.hops))
+        return cls(id=id, row=row, wanted=row.get("hops", config.hops), keep_errors=config.keep_errors)
 
     def next_role(self) -> str | None:
         return "abc"[len(self.trail) % 3] if self.status is None else DONE
+
+    def keep(self) -> bool:
+        return self.keep_errors or self.status == "success"
 
     def metrics(self) -> dict[str, float]:
         return {"trail_length": len(self.trail)}
 
     def to_record(self) -> dict[str, Any]:
         texts = [turn.text for turn in self.history]
-        record = {**super().to_record(), "trail": self.trail, "texts": texts, "attempts": self.attempts}
+        record = {
+            **super().to_record(),
+            "trail": self.trail,
+            "texts": texts,
+            "attempts": self.attempts,
+            "seed": self.seed,
+        }
         return {**record, "failed_hops": self.failed_hops}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from enum import Enum
 from typing import Any
 
 import click
@@ -36,11 +37,14 @@ def _emit(title: str, rows: list[dict[str, Any]], columns: dict[str, str], as_js
 
 
 def _cell(value: Any) -> str:
+    """Plain text for a table cell, escaped so that rich does not read ``[str, Any]`` as markup."""
+    from rich.markup import escape
+
     if isinstance(value, dict):
-        return "\n".join(f"{key}: {_cell(item)}" for key, item in value.items())
+        return "\n".join(f"{escape(str(key))}: {_cell(item)}" for key, item in value.items())
     if isinstance(value, list):
-        return ", ".join(str(item) for item in value)
-    return "" if value is None else str(value)
+        return escape(", ".join(str(item) for item in value))
+    return "" if value is None else escape(str(value))
 
 
 @click.group()
@@ -53,7 +57,9 @@ def plugins() -> None:
 def list_plugins(as_json: bool) -> None:
     """List plugins in load order: version, hooks, what each registered, and load errors."""
     rows = [info.to_json() for info in _plugins().infos]
-    columns = {"name": "Plugin", "version": "Version", "source": "Source", "status": "Status"}
+    if not as_json:  # the table is narrow: hooks by their short name
+        rows = [{**row, "hooks": [hook.removeprefix("matrix_register_") for hook in row["hooks"]]} for row in rows]
+    columns = {"name": "Plugin", "version": "Version", "source": "Source", "status": "Status", "hooks": "Hooks"}
     columns |= {"components": "Components", "error": "Error"}
     _emit("Plugins", rows, columns, as_json)
 
@@ -71,7 +77,8 @@ def list_workflows(as_json: bool) -> None:
         {**_common(component), "roles": dict(component.cls.roles), "config_key": component.cls.config_key}
         for component in _plugins().registry.components("orchestrators")
     ]
-    _emit("Workflows", rows, {"name": "Workflow", "plugin": "Plugin", "roles": "Roles", "description": ""}, as_json)
+    columns = {"name": "Workflow", "plugin": "Plugin", "roles": "Roles", "config_key": "Options", "description": ""}
+    _emit("Workflows", rows, columns, as_json)
 
 
 @click.group()
@@ -121,7 +128,9 @@ def _options(schema: type, skip: str = "") -> dict[str, str]:
     for option in dataclasses.fields(schema):
         if option.name == skip:
             continue
-        if option.default is not dataclasses.MISSING:
+        if isinstance(option.default, Enum):
+            default = repr(option.default.value)
+        elif option.default is not dataclasses.MISSING:
             default = repr(option.default)
         elif option.default_factory is not dataclasses.MISSING:
             default = repr(option.default_factory())

@@ -24,6 +24,7 @@ from matrix_core.cli import user_errors
 @click.option("-o", "--output", "output_path", help="Output file (sets output.path).")
 @click.option("--limit", type=click.IntRange(min=0), help="Run only the first N input rows (sets run.limit).")
 @click.option("--resume", is_flag=True, help="Skip tasks already in the output (sets run.resume).")
+@click.option("--system-prompt", help="System prompt, for workflows that take one (sets <workflow>.system_prompt).")
 @click.option("--skip-bad-rows", is_flag=True, help="Note malformed rows in <output>.rejected.jsonl and go on.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display (sets run.quiet).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config, secrets redacted, and exit.")
@@ -35,6 +36,7 @@ def run(
     output_path: str | None,
     limit: int | None,
     resume: bool,
+    system_prompt: str | None,
     skip_bad_rows: bool,
     quiet: bool,
     print_config: bool,
@@ -55,7 +57,7 @@ def run(
     ]:
         if value is not None:
             flags[section][key] = value
-    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags))
+    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags, system_prompt))
     if print_config:
         click.echo(resolved.to_yaml(), nl=False)
         return
@@ -70,12 +72,23 @@ def run(
     )
 
 
-def _resolve(workflow: str, config_files: tuple[str, ...], overrides: tuple[str, ...], flags: dict[str, Any]) -> Any:
+def _resolve(
+    workflow: str,
+    config_files: tuple[str, ...],
+    overrides: tuple[str, ...],
+    flags: dict[str, Any],
+    system_prompt: str | None,
+) -> Any:
     from matrix_core import config
+    from matrix_core.errors import UsageError
     from matrix_core.plugins import load_plugins
 
     registry = load_plugins().registry
     component = registry.get("orchestrators", workflow)
+    if system_prompt is not None:
+        if not component.cls.config_key:
+            raise UsageError(f"workflow {workflow!r} takes no --system-prompt")
+        flags[component.cls.config_key] = {"system_prompt": system_prompt}
     sources = [config.load_file(path) for path in config_files]
     sources.append(config.source_from("command-line options", flags))
     sources += config.parse_overrides(overrides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +93,7 @@ class Collector:
         self.in_flight[task_id] = row
         task = self.workflow.from_row(task_id, row, self.workflow_config)
         task.partition = self.partition
+        task.seed = zlib.crc32(f"{self.run_config['seed']}:{task_id}".encode())
         if task.next_role() is None:
             raise TypeError(f"{self.workflow.__qualname__}.from_row made a task that is already done")
         self.peers.send(task)

@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-POLICIES = ("least_loaded", "round_robin", "sticky")
+from matrix_core.config import Routing
 
 
 class Router:
@@ -16,8 +16,7 @@ class Router:
     prefix-cache reuse and per-task state)."""
 
     def __init__(self, peers: Sequence[Any], policy: str) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown routing policy {policy!r} (known: {', '.join(POLICIES)})")
+        Routing(policy)  # config validation let only known policies through: a ValueError here is a bug
         self.peers = list(peers)
         self.policy = policy
         self.loads = [0] * len(self.peers)

@@ -12,13 +12,14 @@ import ray
 from omegaconf import OmegaConf
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from matrix_core.config import ResolvedConfig
+from matrix_core.config import InputConfig, ResolvedConfig
 from matrix_core.engine.actors import AgentActor
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
+from matrix_core.engine.inputs import read_rows
 from matrix_core.engine.progress import ProgressDisplay
 from matrix_core.engine.writer import Writer, companion
-from matrix_core.errors import MatrixError
+from matrix_core.errors import ConfigError, MatrixError
 from matrix_core.registry import Registry
 from matrix_core.sinks.jsonl import JsonlSink
 
@@ -50,13 +51,14 @@ def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
 def run_workflow(resolved: ResolvedConfig, registry: Registry) -> dict[str, Any]:
     """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``)."""
     check_output(resolved, registry)
+    run = _Run(resolved, registry)  # checks the backends' config and the input before starting anything
     started_ray = not ray.is_initialized()
     if started_ray:
         # A private local Ray on loopback, started and stopped by this run.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        return _Run(resolved, registry).execute()
+        return run.execute()
     finally:
         if started_ray:
             ray.shutdown()
@@ -77,11 +79,16 @@ class _Run:
             agent = registry.get("agents", agent_name)
             backend_config = resolved.role_backends[role]
             backend = registry.get("backends", backend_config.type)
-            agent_config = OmegaConf.to_container(config.agents[role], resolve=True)
+            agent_config = OmegaConf.to_container(config.agents[role], resolve=True, enum_to_str=True)
             backend_values = OmegaConf.to_container(backend_config, resolve=True)
             # Constructing a backend only checks its config (base_url, api key variable): fail here, in one line,
             # rather than inside every actor.
-            backend.cls(build_config(backend.cls.config_schema, backend_values))
+            try:
+                backend.cls(build_config(backend.cls.config_schema, backend_values))
+            except ConfigError as error:
+                if config.agents[role].backend and str(error).startswith("backend."):  # name the role's own section
+                    raise ConfigError(f"agents.{role}.{error}", hint=error.hint) from None
+                raise
             self.agent_specs[role] = {
                 "role": role,
                 "agent_target": agent.target,
@@ -92,11 +99,12 @@ class _Run:
                 "backend_config": backend_values,
                 "run_config": self.run_config,
             }
-        self.policies = {role: config.agents[role].routing for role in orchestrator.roles}
+        self.policies = {role: config.agents[role].routing.value for role in orchestrator.roles}
         self.sink_target = registry.get("sinks", config.output.sink).target
         input_config = OmegaConf.to_container(config.input, resolve=True)
-        if input_config["path"] is not None and "://" not in input_config["path"]:
+        if input_config["path"] is not None:  # actors may not share this process's working directory
             input_config["path"] = str(Path(input_config["path"]).expanduser().absolute())
+        read_rows(InputConfig(**input_config))  # a missing input or unknown format fails now, before Ray starts
         self.input_config = input_config
 
     def execute(self) -> dict[str, Any]:
