@@ -166,6 +166,15 @@ def load_resource(spec: str) -> ConfigSource:
     return _parse_yaml(text, spec)
 
 
+def _resource_path(spec: str) -> Path:
+    """The file behind ``"package:path/in/package"`` (installed packages are plain files)."""
+    package, _, name = spec.partition(":")
+    path = Path(str(resources.files(package).joinpath(name)))
+    if not path.is_file():
+        raise UsageError(f"{spec}: the workflow's default input is missing from its package")
+    return path
+
+
 def _parse_yaml(text: str, label: str) -> ConfigSource:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -231,6 +240,8 @@ def resolve(workflow: Component, registry: Registry, sources: Sequence[ConfigSou
             key = error.full_key or ""
             raise ConfigError(f"{layer.where(key)}: {key}: {_first_line(error)}") from None
     config.workflow = workflow.name
+    if config.input.path is None and orchestrator.default_input:
+        config.input.path = str(_resource_path(orchestrator.default_input))
     registry.get("sinks", config.output.sink)  # an unknown sink fails here, before any work
     if config.output.path is None:
         config.output.path = workflow.name + registry.get("sinks", config.output.sink).cls.suffix

@@ -39,12 +39,14 @@ class Orchestrator(ABC):
     - ``config_key`` and ``config_schema``: the workflow's own config section (``coral.*``) and the dataclass
       that types it; ``None`` when the workflow has no options of its own.
     - ``default_config``: ``"package:file.yaml"``, the defaults shipped with the plugin, lowest in precedence.
+    - ``default_input``: ``"package:data/file.jsonl"``, rows shipped with the plugin, read when no input is given.
     """
 
     roles: ClassVar[Mapping[str, str]] = {}
     config_key: ClassVar[str | None] = None
     config_schema: ClassVar[type | None] = None
     default_config: ClassVar[str | None] = None
+    default_input: ClassVar[str | None] = None
 
     id: str
     row: dict[str, Any]

@@ -62,30 +62,11 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[int]:
-    """One private local Ray on loopback for every engine test (never `ray stop`: it kills every Ray); yields the
-    port where Ray exports its metrics for Prometheus."""
-    import os
-    import socket
+    """One private local Ray for every engine test; yields its Prometheus metrics port."""
+    from matrix_core.testing import local_ray
 
-    import ray
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        metrics_port = probe.getsockname()[1]
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Ray workers inherit the environment, not pytest's sys.path: make the test modules importable there.
-    tests = str(Path(__file__).parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        _metrics_export_port=metrics_port,
-    )
-    yield metrics_port
-    ray.shutdown()
+    with local_ray(import_paths=[str(Path(__file__).parent)]) as metrics_port:
+        yield metrics_port
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ def test_defaults_come_from_the_workflow_and_the_schemas(hello):
     assert cfg.agents.greeter.max_tokens == 16, "from the agent's schema"
     assert cfg.run.max_concurrency == 256, "from the core's schema"
     assert cfg.output.path == "hello.jsonl", "workflow name + the sink's suffix"
+    assert cfg.input.path.endswith("matrix_hello/data/people.jsonl"), "the plugin's bundled rows"
 
 
 def test_precedence_defaults_then_files_in_order_then_flags_then_overrides(hello, tmp_path):

@@ -80,3 +80,10 @@ def test_installed_plugin_runs_on_ray_workers(venv_python, tmp_path):
         {"id": "2", "status": "success", "reason": "", "greeting": "echo: Hello, Alan!"},
     ]
     assert "2 tasks (2 success)" in result.stderr
+
+
+def test_installed_plugin_runs_on_its_bundled_input(venv_python, tmp_path):
+    output = tmp_path / "out.jsonl"
+    result = matrix_in(venv_python, "run", "hello", "-o", str(output), "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(json.loads(line)["id"] for line in output.read_text().splitlines()) == ["ada", "alan", "grace"]
