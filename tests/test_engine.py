@@ -17,13 +17,19 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def run_toy(loaded, tmp_path: Path, *overrides: str, rows: int = 40, name: str = "out.jsonl") -> tuple[dict, list]:
-    source = write_rows(tmp_path / "in.jsonl", [{"id": f"t{i}", "n": i} for i in range(rows)])
-    items = [f"input.path={source}", f"output.path={tmp_path / name}", "backend.type=toy.null", "run.quiet=true"]
+def run_on(loaded, source: Path, output: Path, *overrides: str) -> dict:
+    """Run the toy workflow over ``source``; returns the metrics."""
+    items = [f"input.path={source}", f"output.path={output}", "backend.type=toy.null", "run.quiet=true"]
     resolved = config.resolve(
         loaded.registry.get("orchestrators", "toy"), loaded.registry, config.parse_overrides([*items, *overrides])
     )
-    metrics = run_workflow(resolved, loaded.registry)
+    return run_workflow(resolved, loaded.registry)
+
+
+def run_toy(loaded, tmp_path: Path, *overrides: str, rows: int = 40, name: str = "out.jsonl") -> tuple[dict, list]:
+    """Run the toy workflow over ``rows`` generated rows; returns the metrics and the output records."""
+    source = write_rows(tmp_path / "in.jsonl", [{"id": f"t{i}", "n": i} for i in range(rows)])
+    metrics = run_on(loaded, source, tmp_path / name, *overrides)
     records = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
     return metrics, records
 
@@ -95,8 +101,11 @@ def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
     assert all(r["trail"] == ["a", "b", "c", "a", "b", "c"] for r in records if r["status"] == "success")
 
 
-def test_a_killed_actor_loses_nothing(toy, tmp_path):
+@pytest.mark.parametrize("offload", [False, True], ids=["inline", "offloaded"])
+def test_a_killed_actor_loses_nothing(toy, tmp_path, offload):
     marker = tmp_path / "died"
+    # offloaded: the dead actor owned history texts other tasks still refer to; those tasks start again
+    texts = ["toy.text_bytes=500", "run.offload_threshold_bytes=100"] if offload else []
     metrics, records = run_toy(
         toy,
         tmp_path,
@@ -104,11 +113,16 @@ def test_a_killed_actor_loses_nothing(toy, tmp_path):
         "agents.b.sleep_s=0.05",
         "agents.b.die_on_id=t5",
         f"agents.b.die_marker={marker}",
+        *texts,
         rows=60,
     )
     assert marker.exists(), "the actor really died"
+    # its tasks were admitted again, or (when it died before acknowledging them) re-sent by their senders
+    assert metrics["readmitted"] + metrics["rerouted"] >= 1
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(60))
     assert metrics["status"] == {"success": 60}
+    if offload:
+        assert all(r["texts"] == [f"{r['id']}:{i}:" + "x" * 500 for i in range(1, 7)] for r in records)
 
 
 def test_large_history_texts_round_trip_through_the_object_store(toy, tmp_path):
@@ -137,28 +151,14 @@ def test_an_existing_output_is_never_overwritten(toy, tmp_path):
 def test_a_malformed_row_stops_the_run_naming_file_and_line(toy, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a"}\n{"id": "b"}\nnot json\n')
-    resolved = config.resolve(
-        toy.registry.get("orchestrators", "toy"),
-        toy.registry,
-        config.parse_overrides(
-            [f"input.path={source}", f"output.path={tmp_path / 'o.jsonl'}", "backend.type=toy.null", "run.quiet=true"]
-        ),
-    )
     with pytest.raises(MatrixError, match=r"in\.jsonl:3: invalid JSON"):
-        run_workflow(resolved, toy.registry)
+        run_on(toy, source, tmp_path / "o.jsonl")
 
 
 def test_duplicate_ids_in_the_input_are_an_error(toy, tmp_path):
     source = write_rows(tmp_path / "in.jsonl", [{"id": "a"}, {"id": "b"}, {"id": "a"}])
-    resolved = config.resolve(
-        toy.registry.get("orchestrators", "toy"),
-        toy.registry,
-        config.parse_overrides(
-            [f"input.path={source}", f"output.path={tmp_path / 'o.jsonl'}", "backend.type=toy.null", "run.quiet=true"]
-        ),
-    )
     with pytest.raises(MatrixError, match=r"in\.jsonl:3: duplicate id 'a' \(first at .*in\.jsonl:1\)"):
-        run_workflow(resolved, toy.registry)
+        run_on(toy, source, tmp_path / "o.jsonl")
 
 
 def test_partitions_split_the_input(toy, tmp_path):

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
+from ray.exceptions import ObjectLostError
 from ray.util import metrics
 
 from matrix_core.agent import AgentContext
 from matrix_core.engine.components import build_config, import_target
-from matrix_core.engine.offload import materialize, offload
+from matrix_core.engine.offload import LOST, materialize, offload
 from matrix_core.engine.peers import Peers
 from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import Orchestrator
@@ -53,7 +55,8 @@ class AgentActor:
         self.run_config = run_config
         self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=run_config["max_concurrency"])
         self.peers: Peers | None = None
-        self.in_step: dict[str, int] = {}
+        self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
+        self.stepping = 0
         self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0}
         self._hops = metrics.Counter("matrix_hops", "Agent steps run", tag_keys=("role",))
         self._hops.set_default_tags({"role": role})
@@ -74,9 +77,10 @@ class AgentActor:
     async def deliver(self, tasks: list[Orchestrator]) -> int:
         """Accept tasks into the inbox (waiting while it is full) and report this actor's load."""
         for task in tasks:
+            self.held[task.id] += 1
             await self.inbox.put(task)
         self._depth.set(self.inbox.qsize())
-        return self.inbox.qsize() + len(self.in_step)
+        return self.inbox.qsize() + self.stepping
 
     def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
         """Route to a new set of agent actors."""
@@ -86,11 +90,12 @@ class AgentActor:
     def holding(self) -> list[str]:
         """Ids of every task this actor holds: queued, in a step, or sent but not yet accepted."""
         assert self.peers is not None
-        return [task.id for task in list(self.inbox._queue)] + list(self.in_step) + self.peers.holding()  # type: ignore[attr-defined]
+        return [*self.held, *self.peers.holding()]
 
     def get_stats(self) -> dict[str, int]:
-        """Steps run, retries, errors, texts offloaded and the most steps ever run at once."""
-        return dict(self.stats)
+        """Steps run, retries, errors, texts offloaded, tasks re-routed and the most steps ever run at once."""
+        assert self.peers is not None
+        return {**self.stats, "rerouted": self.peers.rerouted}
 
     def ping(self) -> bool:
         """Liveness probe."""
@@ -100,24 +105,36 @@ class AgentActor:
         assert self.peers is not None
         while True:
             task = await self.inbox.get()
-            self.in_step[task.id] = self.in_step.get(task.id, 0) + 1
-            self.stats["max_in_step"] = max(self.stats["max_in_step"], sum(self.in_step.values()))
+            self.stepping += 1
+            self.stats["max_in_step"] = max(self.stats["max_in_step"], self.stepping)
             try:
-                await materialize(task)
-                task = await self._step(task)
-                task.hops += 1
-                self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
-            except Exception as error:  # the engine failed this one task (e.g. a lost object): it ends, the run goes on
-                logger.exception("task %s: %s failed outside its step", task.id, self.role)
-                task.finish("error", f"engine: {type(error).__name__}: {error}")
-            try:
-                self.peers.send(task)
+                await self._advance(task)
             finally:
-                left = self.in_step.pop(task.id) - 1
-                if left:
-                    self.in_step[task.id] = left
-            self.stats["steps"] += 1
-            self._hops.inc()
+                self.stepping -= 1
+                self.held[task.id] -= 1
+                if not self.held[task.id]:
+                    del self.held[task.id]
+
+    async def _advance(self, task: Orchestrator) -> None:
+        """One hop: fetch offloaded history, run the step, offload, send the task on."""
+        assert self.peers is not None
+        try:
+            await materialize(task)
+        except ObjectLostError:
+            # the actor that stored this history died: the collector starts the task again from its row
+            task.status = LOST
+            self.peers.send_to_collector(task)
+            return
+        try:
+            task = await self._step(task)
+            task.hops += 1
+            self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
+        except Exception as error:  # the engine failed this one task: it ends, the run goes on
+            logger.exception("task %s: %s failed outside its step", task.id, self.role)
+            task.finish("error", f"engine: {type(error).__name__}: {error}")
+        self.peers.send(task)
+        self.stats["steps"] += 1
+        self._hops.inc()
 
     async def _step(self, task: Orchestrator) -> Orchestrator:
         """Run the agent's step, retrying with exponential backoff and jitter; after ``max_retries`` the task

@@ -10,11 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
+from ray.exceptions import ObjectLostError
 
 from matrix_core.config import InputConfig
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.inputs import BadRow, read_rows
-from matrix_core.engine.offload import materialize, release
+from matrix_core.engine.offload import LOST, materialize, release
 from matrix_core.engine.peers import Peers
 from matrix_core.orchestrator import Orchestrator
 
@@ -43,6 +44,7 @@ class Collector:
         self.writer = writer
         self.slots = asyncio.Semaphore(run_config["max_concurrency"])
         self.in_flight: dict[str, dict[str, Any]] = {}
+        self.readmitted = 0
         self.peers: Peers | None = None
         self._idle = asyncio.Event()
         self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
@@ -86,7 +88,7 @@ class Collector:
         if self._flusher is not None:
             await self._flusher
         await self._flush()
-        return counts
+        return {**counts, "readmitted": self.readmitted}
 
     def _admit(self, task_id: str, row: dict[str, Any]) -> None:
         assert self.peers is not None
@@ -101,9 +103,17 @@ class Collector:
     async def deliver(self, tasks: list[Orchestrator]) -> int:
         """Receive finished tasks from agents; a task already completed (re-admitted twice) is ignored."""
         for task in tasks:
-            if self.in_flight.pop(task.id, None) is None:
+            if task.id not in self.in_flight:
+                continue  # finished already: this is a second delivery after a re-admission
+            try:
+                await materialize(task)
+            except ObjectLostError:
+                task.status = LOST
+            if task.status == LOST:
+                self._admit(task.id, self.in_flight[task.id])
+                self.readmitted += 1
                 continue
-            await materialize(task)
+            del self.in_flight[task.id]
             summary = {
                 "id": task.id,
                 "status": task.status,
@@ -152,6 +162,7 @@ class Collector:
         lost = [task_id for task_id in self.in_flight if task_id not in held]
         for task_id in lost:
             self._admit(task_id, self.in_flight[task_id])
+        self.readmitted += len(lost)
         if lost:
             logger.warning("partition %d: re-admitted %d task(s) lost with a dead actor", self.partition, len(lost))
         return len(lost)

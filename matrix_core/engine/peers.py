@@ -38,6 +38,8 @@ class Peers:
         self.window_s = window_s
         self.coalesce = coalesce
         self._sends = itertools.count()
+        self.rerouted = 0
+        """Tasks re-sent because their receiver died before accepting them."""
         self._batches: dict[Any, list[Orchestrator]] = {}
         self._in_transit: dict[str, int] = {}
         self._flushes: set[asyncio.Task] = set()
@@ -46,11 +48,15 @@ class Peers:
         """Queue ``task`` for its next role (or its collector when done); returns at once."""
         role = task.next_role()
         if role is DONE:
-            self._queue(self.collectors[task.partition], None, task)
+            self.send_to_collector(task)
             return
         router = self.routers[role]
         index = router.pick(task.id)
         self._queue(router.peers[index], (role, index), task)
+
+    def send_to_collector(self, task: Orchestrator) -> None:
+        """Queue ``task`` for its partition's collector, whatever its next role."""
+        self._queue(self.collectors[task.partition], None, task)
 
     def holding(self) -> list[str]:
         """Ids of tasks sent but not yet accepted by their receiver."""
@@ -105,5 +111,6 @@ class Peers:
         if dead in router.peers:
             router.replace([peer for peer in router.peers if peer != dead])
         logger.warning("an actor of role %r died; re-routing %d task(s)", role, len(batch))
+        self.rerouted += len(batch)
         for task in batch:
             self.send(task)

@@ -160,8 +160,10 @@ class _Run:
         engine = {
             "admitted": sum(c["admitted"] for c in counts),
             "skipped_finished": sum(c["skipped"] for c in counts),
+            "readmitted": sum(c["readmitted"] for c in counts),
             "peak_in_flight": max((c["peak_in_flight"] for c in counts), default=0),
             "retries": sum(s["retries"] for s in every),
+            "rerouted": sum(s["rerouted"] for s in every),
             "offloaded_texts": sum(s["offloaded"] for s in every),
             "most_steps_at_once": {
                 role: max((s["max_in_step"] for s in role_stats), default=0) for role, role_stats in stats.items()

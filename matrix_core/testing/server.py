@@ -1,7 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks, with latency and failure knobs.
 
-It answers deterministically (the reply is made of the last user message's words), counts what it served, and
-records every request it received, so that a test can assert on exactly what a client sent::
+It answers deterministically (the reply is made of the last user message's words, or scripted by ``reply``), counts
+what it served, and records every request it received, so that a test can assert on exactly what a client sent::
 
     async with FakeOpenAIServer(rate_limit_rate=0.5) as server:   # inside a running event loop
         client = AsyncOpenAI(base_url=server.base_url, api_key="k")
@@ -20,7 +20,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +56,10 @@ class FakeOpenAIServer:
     :param models: the model ids ``GET /v1/models`` lists.
     :param seed: seeds the draws of failures and rate limits, so the same requests in the same order fail alike.
     :param record: keep every request in :attr:`requests`; turn off in long benchmarks to bound memory.
+    :param reply: scripts the answers: called with each chat request's parsed body, it returns the content of every
+        choice (still cut to ``max_tokens`` words), so that a test can play several roles of a conversation. An
+        exception it raises is answered with HTTP 500 and counted in ``failures``. Without it, the reply is made of
+        the last user message's words.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class FakeOpenAIServer:
         models: Sequence[str] = ("fake-model",),
         seed: int = 0,
         record: bool = True,
+        reply: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.output_tokens = output_tokens
@@ -78,6 +83,7 @@ class FakeOpenAIServer:
         self.retry_after_s = retry_after_s
         self.models = list(models)
         self.record = record
+        self.reply = reply
         self.requests: list[RecordedRequest] = []
         """Every request received, oldest first (when ``record`` is on)."""
         self._script = list(script)
@@ -181,7 +187,12 @@ class FakeOpenAIServer:
                 return _error(400, "the body must be a JSON object with a 'messages' list")
             if body.get("stream"):
                 return _error(400, "the fake server does not stream")
-            return web.json_response(self._completion(body))
+            try:
+                scripted = self.reply(body) if self.reply is not None else None
+            except Exception as error:  # the script asked for a failure: it is the answer, not a server bug
+                counts["failures"] += 1
+                return _error(500, f"scripted failure: {error}")
+            return web.json_response(self._completion(body, scripted))
         finally:
             counts["in_flight"] -= 1
 
@@ -195,7 +206,7 @@ class FakeOpenAIServer:
             return 500
         return 200
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], scripted: str | None) -> dict[str, Any]:
         messages = body["messages"]
         prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         words = prompt.split() or ["ok"]
@@ -207,6 +218,13 @@ class FakeOpenAIServer:
             if tools and _TOOL_WORD.search(prompt):
                 message["tool_calls"] = [_tool_call(tools[0], next(self._ids))]
                 finish_reason = "tool_calls"
+            elif scripted is not None:
+                reply, finish_reason = scripted.split(), "stop"
+                if limit is not None and len(reply) > limit:
+                    reply, finish_reason = reply[:limit], "length"
+                    scripted = " ".join(reply)
+                message["content"] = scripted
+                completion_tokens += len(reply)
             else:
                 # Each choice starts one word further along, so that n > 1 gives distinct choices.
                 reply = list(itertools.islice(itertools.cycle(words), index, index + self.output_tokens))
