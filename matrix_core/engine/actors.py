@@ -68,9 +68,7 @@ class AgentActor:
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the peers, open the backend, start ``max_in_flight`` workers."""
-        self.peers = Peers(
-            agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000, self.run_config["coalesce"]
-        )
+        self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
         await self.backend.start()
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.config.max_in_flight)]
 

@@ -54,9 +54,7 @@ class Collector:
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the agent actors to admit tasks to."""
-        self.peers = Peers(
-            agents, policies, collectors, self.run_config["coalesce_window_ms"] / 1000, self.run_config["coalesce"]
-        )
+        self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
 
     async def run(self, finished: set[str]) -> dict[str, int]:
         """Admit every row of this partition not in ``finished``; return once all have ended."""
@@ -68,9 +66,10 @@ class Collector:
         for index, row in enumerate(rows):
             if limit is not None and index >= limit:
                 break
-            if row.id in first_seen:
-                raise BadRow(f"{row.where}: duplicate id {row.id!r} (first at {first_seen[row.id]})")
-            first_seen[row.id] = row.where
+            if self.partition == 0:  # every partition reads every row: one checks them all, one holds the ids
+                if row.id in first_seen:
+                    raise BadRow(f"{row.where}: duplicate id {row.id!r} (first at {first_seen[row.id]})")
+                first_seen[row.id] = row.where
             if index % partitions != self.partition:
                 continue
             if row.id in finished:
@@ -148,9 +147,9 @@ class Collector:
         assert self.peers is not None
         return self.peers.holding()
 
-    def in_flight_ids(self) -> list[str]:
-        """Ids admitted and not yet finished."""
-        return list(self.in_flight)
+    def in_flight_count(self) -> int:
+        """How many tasks are admitted and not yet finished."""
+        return len(self.in_flight)
 
     def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
         """Route to a new set of agent actors."""

@@ -44,6 +44,17 @@ class Peers:
         self._in_transit: dict[str, int] = {}
         self._flushes: set[asyncio.Task] = set()
 
+    @classmethod
+    def for_run(
+        cls,
+        agents: Mapping[str, Sequence[Any]],
+        policies: Mapping[str, str],
+        collectors: Sequence[Any],
+        run_config: Mapping[str, Any],
+    ) -> Peers:
+        """Peers coalescing as ``run.coalesce`` and ``run.coalesce_window_ms`` say."""
+        return cls(agents, policies, collectors, run_config["coalesce_window_ms"] / 1000, run_config["coalesce"])
+
     def send(self, task: Orchestrator) -> None:
         """Queue ``task`` for its next role (or its collector when done); returns at once."""
         role = task.next_role()

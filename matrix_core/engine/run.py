@@ -172,13 +172,23 @@ class _Run:
         }
         return ray.get(writer.close.remote(engine))
 
-    def _wait(self, runs, agents, collectors, writer, display) -> list[dict[str, int]]:
+    def _wait(
+        self,
+        runs: list[Any],
+        agents: dict[str, list[Any]],
+        collectors: list[Any],
+        writer: Any,
+        display: ProgressDisplay,
+    ) -> list[dict[str, int]]:
+        """Show progress and replace dead actors until every collector is done; a failed collector (bad input)
+        raises at once."""
         pending = list(runs)
         last_check = time.monotonic()
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            ray.get(ready)
             progress = ray.get(writer.progress.remote())
-            in_flight = sum(len(ids) for ids in ray.get([c.in_flight_ids.remote() for c in collectors]))
+            in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
             display.update(progress, in_flight)
             if time.monotonic() - last_check >= LIVENESS_EVERY_S:
                 last_check = time.monotonic()
