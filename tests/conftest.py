@@ -61,12 +61,9 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[int]:
-    """One private local Ray for every engine test; yields its Prometheus metrics port."""
-    from matrix_core.testing import local_ray
-
-    with local_ray(import_paths=[str(Path(__file__).parent)]) as metrics_port:
-        yield metrics_port
+def ray_session(matrix_ray: int) -> int:
+    """The session's private local Ray (see matrix_core.testing.pytest_plugin); its Prometheus metrics port."""
+    return matrix_ray
 
 
 @pytest.fixture

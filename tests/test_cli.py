@@ -115,7 +115,9 @@ def test_version_lists_plugins(hello):
 def test_unknown_workflow_lists_known_ones_and_exits_2(hello):
     result = matrix("run", "nope")
     assert result.exit_code == 2
-    assert result.output.strip() == "Error: unknown workflow 'nope' (known: hello, inference)"
+    message = result.output.strip()
+    assert message.startswith("Error: unknown workflow 'nope' (known: ") and message.count("\n") == 0
+    assert "hello" in message and "inference" in message
 
 
 def test_bad_override_exits_2_naming_the_key(hello):

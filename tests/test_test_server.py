@@ -156,3 +156,26 @@ def test_async_server_counts_requests_in_flight():
 def test_port_before_start_is_an_error():
     with pytest.raises(RuntimeError, match="not started"):
         _ = FakeOpenAIServer().base_url
+
+
+def test_reply_scripts_the_answers_and_its_errors_are_500s():
+    def reply(body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        if last == "fail":
+            raise RuntimeError("as asked")
+        return f"{body['messages'][0]['content']} says:\n  {last.upper()}"
+
+    with FakeOpenAIServer(reply=reply).in_thread() as server:
+        answer = post(server, {"messages": [{"role": "system", "content": "judge"}, *user("guilty or not")]})
+        cut = post(server, {"messages": user("a b c d"), "max_tokens": 3})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            post(server, {"messages": user("fail")})
+        stats = server.stats()
+    assert answer["choices"][0]["message"]["content"] == "judge says:\n  GUILTY OR NOT"
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] == 5
+    assert cut["choices"][0]["message"]["content"] == "a b c"
+    assert (cut["choices"][0]["finish_reason"], cut["usage"]["completion_tokens"]) == ("length", 3)
+    assert failed.value.code == 500
+    assert json.load(failed.value)["error"]["message"] == "scripted failure: as asked"
+    assert (stats["requests"], stats["failures"]) == (3, 1)

@@ -219,11 +219,11 @@ class FakeOpenAIServer:
                 message["tool_calls"] = [_tool_call(tools[0], next(self._ids))]
                 finish_reason = "tool_calls"
             elif scripted is not None:
-                reply, finish_reason = scripted.split(), "stop"
+                reply, content, finish_reason = scripted.split(), scripted, "stop"
                 if limit is not None and len(reply) > limit:
                     reply, finish_reason = reply[:limit], "length"
-                    scripted = " ".join(reply)
-                message["content"] = scripted
+                    content = " ".join(reply)
+                message["content"] = content
                 completion_tokens += len(reply)
             else:
                 # Each choice starts one word further along, so that n > 1 gives distinct choices.
