@@ -33,7 +33,7 @@ REDACTED = "***"
 class BackendConfig:
     """``backend.*``: which LLM backend serves the agents, and where. Backends extend it with their options."""
 
-    type: str = "openai"
+    type: str = "local"
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)

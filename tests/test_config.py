@@ -93,7 +93,7 @@ def test_a_config_file_must_be_a_mapping(tmp_path):
 
 
 def test_an_unknown_backend_type_lists_the_known_ones(hello):
-    with pytest.raises(ConfigError, match=r"backend.type: unknown backend 'nope' \(known: echo, openai\)"):
+    with pytest.raises(ConfigError, match=r"backend.type: unknown backend 'nope' \(known: echo, local, openai\)"):
         resolve(hello, *config.parse_overrides(["backend.type=nope"]))
 
 
