@@ -57,7 +57,7 @@ class AgentActor:
         self.peers: Peers | None = None
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0
-        self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0}
+        self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0, "tokens": 0}
         self._hops = metrics.Counter("matrix_hops", "Agent steps run", tag_keys=("role",))
         self._hops.set_default_tags({"role": role})
         self._depth = metrics.Gauge("matrix_inbox_depth", "Tasks waiting in an agent's inbox", tag_keys=("role",))
@@ -91,7 +91,7 @@ class AgentActor:
         return [*self.held, *self.peers.holding()]
 
     def get_stats(self) -> dict[str, int]:
-        """Steps run, retries, errors, texts offloaded, tasks re-routed and the most steps ever run at once."""
+        """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once."""
         assert self.peers is not None
         return {**self.stats, "rerouted": self.peers.rerouted}
 
@@ -123,9 +123,11 @@ class AgentActor:
             task.status = LOST
             self.peers.send_to_collector(task)
             return
+        tokens_before = task.prompt_tokens + task.completion_tokens
         try:
             task = await self._step(task)
             task.hops += 1
+            self.stats["tokens"] += task.prompt_tokens + task.completion_tokens - tokens_before
             self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
         except Exception as error:  # the engine failed this one task: it ends, the run goes on
             logger.exception("task %s: %s failed outside its step", task.id, self.role)

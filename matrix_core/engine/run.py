@@ -153,9 +153,7 @@ class _Run:
 
     def _close(self, writer: Any, agents: dict[str, list[Any]], counts: list[dict[str, int]], started: float) -> Any:
         """Close the writer, which writes the metrics file, adding the engine's own counters."""
-        stats = {
-            role: [ray.get(a.get_stats.remote()) for a in handles if _alive(a)] for role, handles in agents.items()
-        }
+        stats = {role: _stats_of_live(handles) for role, handles in agents.items()}
         every = [s for role_stats in stats.values() for s in role_stats]
         engine = {
             "admitted": sum(c["admitted"] for c in counts),
@@ -188,6 +186,10 @@ class _Run:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
             ray.get(ready)
             progress = ray.get(writer.progress.remote())
+            # tokens as agents use them, not only once their tasks finish: long conversations show progress too
+            progress["tokens"] = sum(
+                stats["tokens"] for stats in _stats_of_live([a for h in agents.values() for a in h])
+            )
             in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
             display.update(progress, in_flight)
             if time.monotonic() - last_check >= LIVENESS_EVERY_S:
@@ -213,6 +215,17 @@ class _Run:
         for ids in ray.get([peer.holding.remote() for peer in [*collectors, *survivors]]):
             held.update(ids)
         ray.get([collector.readmit.remote(held) for collector in collectors])
+
+
+def _stats_of_live(handles: list[Any]) -> list[dict[str, int]]:
+    """``get_stats()`` of every agent actor still alive (a dead one's counters died with it)."""
+    stats = []
+    for ref in [handle.get_stats.remote() for handle in handles]:
+        try:
+            stats.append(ray.get(ref, timeout=30))
+        except (RayActorError, GetTimeoutError):
+            continue
+    return stats
 
 
 def _alive(handle: Any) -> bool:
