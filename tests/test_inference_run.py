@@ -52,20 +52,39 @@ def test_the_smallest_useful_run(ray_session, server, tmp_path):
     assert "sk-test-secret" not in output.read_text() + json.dumps(metrics) + result.output
 
 
-def test_an_unreachable_server_is_an_error_per_task_and_the_run_goes_on(ray_session, tmp_path):
+def test_an_unreachable_server_fails_the_run_at_start_up_in_one_line(ray_session, tmp_path):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": "yo"}\n')
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q",
-            "backend.base_url=http://127.0.0.1:9/v1", "backend.model=m", "backend.max_retries=0",
-            "run.max_retries=2", "run.retry_backoff_s=0.01",
-        ],
-    )  # fmt: skip
+    args = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q"]
+    result = CliRunner().invoke(cli, [*args, "backend.base_url=http://127.0.0.1:9/v1", "backend.max_retries=0"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == "Error: http://127.0.0.1:9/v1: Connection error."
+    assert "Traceback" not in result.output
+
+
+def test_a_model_the_server_does_not_serve_fails_at_start_up(ray_session, server, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hi"}\n')
+    args = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q"]
+    result = CliRunner().invoke(cli, [*args, f"backend.base_url={server.base_url}", "backend.model=llama-typo"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == f"Error: {server.base_url} does not serve model 'llama-typo'"
+    assert "fake-model" in result.output
+
+
+def test_a_server_failing_mid_run_is_an_error_per_task_and_the_run_goes_on(ray_session, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": "yo"}\n')
+    args = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q"]
+    with FakeOpenAIServer(failure_rate=1.0).in_thread() as failing:
+        result = CliRunner().invoke(
+            cli,
+            [
+                *args, f"backend.base_url={failing.base_url}", "backend.max_retries=0", "run.max_retries=2",
+                "run.retry_backoff_s=0.01",
+            ],
+        )  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["error", "error"]
-    assert records[0]["reason"] == "http://127.0.0.1:9/v1: Connection error."
+    assert records[0]["reason"].startswith(f"{failing.base_url} answered HTTP 500")
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["retries"] == 2 * 2, "a backend failure is retried run.max_retries times"
 

@@ -6,6 +6,7 @@ and 5xx with exponential backoff and jitter, honouring ``Retry-After``, up to ``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -50,17 +51,40 @@ class OpenAIBackend(Backend):
         self._api_key = _api_key(config)
         self._client: openai.AsyncOpenAI | None = None
         self._model = config.model
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        """Open the client and, when ``backend.model`` is unset, take the server's first model."""
-        await self._ready()
+        """Open the client and check the server once, so that a wrong URL or model name fails the run at start-up
+        instead of every task: the server must answer and serve ``backend.model`` (unset: its first model)."""
+        async with self._starting:
+            if self._client is not None:
+                return  # started already (concurrent first chats wait here for one check)
+            client = self._open()
+            try:
+                served = [entry.id for entry in (await client.models.list()).data]
+            except openai.NotFoundError:
+                served = None  # a server without a model list: its first chat tells
+            except openai.APIError as error:
+                await client.close()
+                raise self._error(error) from error
+            if self._model is None:
+                if not served:
+                    await client.close()
+                    raise BackendError(f"{self.config.base_url} lists no models", hint="set backend.model")
+                self._model = served[0]
+                logger.info("backend.model not set: using %s, the first model of %s", self._model, self.config.base_url)
+            elif served and self._model not in served:
+                await client.close()
+                raise BackendError(
+                    f"{self.config.base_url} does not serve model {self._model!r}",
+                    hint=f"set backend.model to one it serves: {', '.join(served[:10])}",
+                )
+            self._client = client
 
     async def _ready(self) -> tuple[openai.AsyncOpenAI, str]:
-        # No await happens before the client is set, so concurrent first chats share one client.
         if self._client is None:
-            self._client = self._open()
-        if self._model is None:
-            self._model = await self._first_model(self._client)
+            await self.start()
+        assert self._client is not None and self._model is not None
         return self._client, self._model
 
     def _open(self) -> openai.AsyncOpenAI:
@@ -79,16 +103,6 @@ class OpenAIBackend(Backend):
             max_retries=self.config.max_retries,
             http_client=http_client,
         )
-
-    async def _first_model(self, client: openai.AsyncOpenAI) -> str:
-        try:
-            page = await client.models.list()
-        except openai.APIError as error:
-            raise self._error(error) from error
-        if not page.data:
-            raise BackendError(f"{self.config.base_url} lists no models", hint="set backend.model")
-        logger.info("backend.model not set: using %s, the first model of %s", page.data[0].id, self.config.base_url)
-        return page.data[0].id
 
     async def chat(
         self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
