@@ -24,7 +24,7 @@ def run_task(row: dict[str, Any], config: InferenceConfig | None = None) -> tupl
 
     async def main() -> tuple[InferenceTask, list[dict]]:
         async with FakeOpenAIServer(output_tokens=4) as server:
-            backend = OpenAIBackend(OpenAIConfig(base_url=server.base_url, model="m"))
+            backend = OpenAIBackend(OpenAIConfig(base_url=server.base_url, model="fake-model"))
             context = AgentContext(
                 role="model",
                 config=AgentConfig(),
@@ -38,7 +38,8 @@ def run_task(row: dict[str, Any], config: InferenceConfig | None = None) -> tupl
                 task = await InferenceAgent(context).step(task)
             finally:
                 await backend.close()
-            return task, [request.body["messages"] for request in server.requests]
+            chats = [request for request in server.requests if request.path.endswith("/chat/completions")]
+            return task, [request.body["messages"] for request in chats]
 
     task, sent = asyncio.run(main())
     return task, sent
