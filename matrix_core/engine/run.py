@@ -201,8 +201,8 @@ class _Run:
         """Replace every dead agent actor in place, tell everyone, and re-admit the tasks it took with it."""
         new = []
         for role, handles in agents.items():
-            for index, handle in enumerate(handles):
-                if not _alive(handle):
+            for index, alive in enumerate(_liveness(handles)):
+                if not alive:
                     logger.warning("an actor of role %r died; starting a replacement", role)
                     handles[index] = AgentActor.remote(**self.agent_specs[role])
                     new.append(handles[index])
@@ -228,11 +228,15 @@ def _stats_of_live(handles: list[Any]) -> list[dict[str, int]]:
     return stats
 
 
-def _alive(handle: Any) -> bool:
-    """False once the actor is dead; a busy actor that does not answer in time counts as alive."""
-    try:
-        return ray.get(handle.ping.remote(), timeout=30)
-    except RayActorError:
-        return False
-    except GetTimeoutError:
-        return True
+def _liveness(handles: list[Any]) -> list[bool]:
+    """For each actor, False once it is dead; pinged all at once, and a busy one that does not answer in time
+    counts as alive."""
+    flags = []
+    for ref in [handle.ping.remote() for handle in handles]:
+        try:
+            flags.append(ray.get(ref, timeout=30))
+        except RayActorError:
+            flags.append(False)
+        except GetTimeoutError:
+            flags.append(True)
+    return flags

@@ -84,14 +84,11 @@ class Writer:
         self.rejected_rows += 1
 
     def progress(self) -> dict[str, Any]:
-        """Counts so far, for the live display."""
-        elapsed = time.monotonic() - self.started
-        done = sum(self.counts.values())
+        """Tasks finished and failed so far, for the live display (which takes tokens from the agents)."""
         return {
-            "done": done,
+            "done": sum(self.counts.values()),
             "failed": self.counts.get("error", 0),
-            "tokens": self.tokens["prompt"] + self.tokens["completion"],
-            "elapsed_s": elapsed,
+            "elapsed_s": time.monotonic() - self.started,
         }
 
     def close(self, extra: dict[str, Any]) -> dict[str, Any]:
