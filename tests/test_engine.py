@@ -101,6 +101,15 @@ def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
     assert all(r["trail"] == ["a", "b", "c", "a", "b", "c"] for r in records if r["status"] == "success")
 
 
+def test_a_content_filter_refusal_ends_the_task_filtered_without_retries(toy, tmp_path):
+    metrics, records = run_toy(toy, tmp_path, "run.max_retries=3", "agents.b.refused_ids=[t5]")
+    by_id = {r["id"]: r for r in records}
+    assert (by_id["t5"]["status"], by_id["t5"]["reason"]) == ("filtered", "content_filter")
+    assert by_id["t5"]["attempts"] == 2, "a once, b once: a refusal is not retried"
+    assert metrics["retries"] == 0
+    assert metrics["status_reason"]["filtered:content_filter"] == 1
+
+
 @pytest.mark.parametrize("offload", [False, True], ids=["inline", "offloaded"])
 def test_a_killed_actor_loses_nothing(toy, tmp_path, offload):
     marker = tmp_path / "died"

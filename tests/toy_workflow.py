@@ -12,7 +12,7 @@ import ray
 
 from matrix_core import hookimpl
 from matrix_core.agent import Agent
-from matrix_core.backends import Backend
+from matrix_core.backends import Backend, ContentFilterError
 from matrix_core.config import AgentConfig
 from matrix_core.orchestrator import DONE, Orchestrator
 
@@ -33,6 +33,7 @@ class ToyAgentConfig(AgentConfig):
     sleep_s: float = 0.0
     fail_percent: int = 0
     always_fail_ids: list[str] = field(default_factory=list)
+    refused_ids: list[str] = field(default_factory=list)
     die_on_id: str | None = None
     die_marker: str | None = None
 
@@ -90,6 +91,8 @@ class ToyAgent(Agent):
             await asyncio.sleep(60)
         if task.id in config.always_fail_ids:
             raise RuntimeError(f"{task.id} always fails")
+        if task.id in config.refused_ids:
+            raise ContentFilterError(f"{task.id} refused by the content filter")
         hop = len(task.trail)
         if hop not in task.failed_hops and zlib.crc32(f"{task.id}/{hop}".encode()) % 100 < config.fail_percent:
             task.failed_hops.append(hop)  # fails once at this hop: the retry succeeds

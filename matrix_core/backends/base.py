@@ -15,6 +15,19 @@ class BackendError(MatrixError):
     The engine retries the step (``run.max_retries``) before the task ends with status ``error``."""
 
     retryable = True
+    status = "error"
+    """The task's status when this error ends it."""
+    reason: str | None = None
+    """The task's reason when this error ends it; ``None`` uses the error's message."""
+
+
+class ContentFilterError(BackendError):
+    """The provider refused the request or its answer for its content (Azure's content filter, an OpenAI
+    moderation refusal): trying again cannot help, so the task ends as ``filtered:content_filter``."""
+
+    retryable = False
+    status = "filtered"
+    reason = "content_filter"
 
 
 @dataclass

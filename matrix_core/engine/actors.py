@@ -153,7 +153,15 @@ class AgentActor:
                     await asyncio.sleep(delay)
                     continue
                 logger.warning("task %s: %s step failed (%d retries): %r", task.id, self.role, attempt, error)
-                reason = str(error) if isinstance(error, MatrixError) else f"{type(error).__name__}: {error}"
-                task.finish("error", reason)
+                status, reason = _outcome(error)
+                task.finish(status, reason)
                 self.stats["errors"] += 1
                 return task
+
+
+def _outcome(error: Exception) -> tuple[str, str]:
+    """The status and reason a step's last error ends its task with: a backend error may name its own (a content
+    filter's refusal is ``filtered:content_filter``); otherwise ``error`` and the message."""
+    if isinstance(error, MatrixError):
+        return getattr(error, "status", "error"), getattr(error, "reason", None) or str(error)
+    return "error", f"{type(error).__name__}: {error}"
