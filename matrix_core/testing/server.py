@@ -5,6 +5,7 @@ what it served, and records every request it received, so that a test can assert
 
     async with FakeOpenAIServer(rate_limit_rate=0.5) as server:   # inside a running event loop
         client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+        azure = AsyncAzureOpenAI(azure_endpoint=server.azure_endpoint, api_version="2024-10-21", api_key="k")
 
     with FakeOpenAIServer().in_thread() as server:                 # from synchronous code
         urllib.request.urlopen(server.base_url + "/models")
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -35,31 +36,42 @@ _TOOL_WORD = re.compile(r"\btool\b", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request the server received: ``body`` is the parsed JSON (None when there was none)."""
+    """One request the server received: ``body`` is the parsed JSON (None when there was none), ``received_at`` the
+    ``time.monotonic()`` of its arrival."""
 
     method: str
     path: str
     headers: Mapping[str, str]
     body: Any
+    query: Mapping[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
 
 
 class FakeOpenAIServer:
-    """An OpenAI-compatible server: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /stats``.
+    """An OpenAI-compatible server: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /stats``; and Azure
+    OpenAI's ``POST /openai/deployments/{deployment}/chat/completions``, where ``models`` are the deployments that
+    exist (any other answers 404 ``DeploymentNotFound``, as Azure does).
 
     :param latency_s: seconds each chat request waits before answering (failures included).
     :param output_tokens: words in each choice's reply, before ``max_tokens`` cuts it.
     :param failure_rate: fraction of chat requests answered with HTTP 500.
     :param rate_limit_rate: fraction of chat requests answered with HTTP 429 and a ``Retry-After`` header.
     :param retry_after_s: the ``Retry-After`` value, in seconds (fractions allowed, as the ``openai`` SDK reads them).
+    :param retry_after_headers: the headers a 429 tells its delay in: ``Retry-After`` (seconds) and/or Azure's
+        ``retry-after-ms`` (milliseconds).
     :param script: HTTP statuses to answer the first chat requests with, in order, before the rates apply, so a test
         can ask for exactly "two 429s, then success".
     :param models: the model ids ``GET /v1/models`` lists.
     :param seed: seeds the draws of failures and rate limits, so the same requests in the same order fail alike.
     :param record: keep every request in :attr:`requests`; turn off in long benchmarks to bound memory.
     :param reply: scripts the answers: called with each chat request's parsed body, it returns the content of every
-        choice (still cut to ``max_tokens`` words), so that a test can play several roles of a conversation. An
+        choice (still cut to ``max_tokens`` words), or a list of tool calls ``[{"name": ..., "arguments": {...}}]``
+        to answer with instead of text, so that a test can play several roles of a conversation. An
         exception it raises is answered with HTTP 500 and counted in ``failures``. Without it, the reply is made of
         the last user message's words.
+    :param content_filter: plays Azure's content filter: called with each chat request's parsed body, it returns
+        ``"prompt"`` to refuse the request (HTTP 400, code ``content_filter``), ``"completion"`` to answer with
+        finish reason ``content_filter``, or None to let it through.
     """
 
     def __init__(
@@ -74,7 +86,9 @@ class FakeOpenAIServer:
         models: Sequence[str] = ("fake-model",),
         seed: int = 0,
         record: bool = True,
-        reply: Callable[[dict[str, Any]], str] | None = None,
+        reply: Callable[[dict[str, Any]], str | list[dict[str, Any]]] | None = None,
+        retry_after_headers: Sequence[str] = ("Retry-After",),
+        content_filter: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.output_tokens = output_tokens
@@ -84,6 +98,8 @@ class FakeOpenAIServer:
         self.models = list(models)
         self.record = record
         self.reply = reply
+        self.retry_after_headers = list(retry_after_headers)
+        self.content_filter = content_filter
         self.requests: list[RecordedRequest] = []
         """Every request received, oldest first (when ``record`` is on)."""
         self._script = list(script)
@@ -100,6 +116,7 @@ class FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         app.router.add_get("/stats", self._stats)
         # A short shutdown timeout: stopping should not wait out slow requests still in flight.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -150,6 +167,11 @@ class FakeOpenAIServer:
         """The OpenAI base URL to give a client, ``http://127.0.0.1:PORT/v1``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def azure_endpoint(self) -> str:
+        """The Azure OpenAI endpoint to give a client, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
     def stats(self) -> dict[str, int]:
         """Chat requests received, in flight now and at most, answered 500 (``failures``) and 429."""
         return {**self._counts, "recorded": len(self.requests)}
@@ -164,7 +186,8 @@ class FakeOpenAIServer:
             except ValueError:
                 body = await request.text()
         if self.record:
-            self.requests.append(RecordedRequest(request.method, request.path, CIMultiDict(request.headers), body))
+            headers, query = CIMultiDict(request.headers), dict(request.query)
+            self.requests.append(RecordedRequest(request.method, request.path, headers, body, query, time.monotonic()))
         return body
 
     async def _chat(self, request: web.Request) -> web.Response:
@@ -179,7 +202,7 @@ class FakeOpenAIServer:
             status = self._draw_status()
             if status == 429:
                 counts["rate_limited"] += 1
-                return _error(429, "rate limited by the fake server", {"Retry-After": str(self.retry_after_s)})
+                return _error(429, "rate limited by the fake server", self._retry_after())
             if status != 200:
                 counts["failures"] += 1
                 return _error(status, "failure injected by the fake server")
@@ -187,14 +210,32 @@ class FakeOpenAIServer:
                 return _error(400, "the body must be a JSON object with a 'messages' list")
             if body.get("stream"):
                 return _error(400, "the fake server does not stream")
+            verdict = self.content_filter(body) if self.content_filter is not None else None
+            if verdict == "prompt":
+                return _content_filtered()
             try:
                 scripted = self.reply(body) if self.reply is not None else None
             except Exception as error:  # the script asked for a failure: it is the answer, not a server bug
                 counts["failures"] += 1
                 return _error(500, f"scripted failure: {error}")
-            return web.json_response(self._completion(body, scripted))
+            completion = self._completion(body, scripted)
+            if verdict == "completion":
+                for choice in completion["choices"]:
+                    choice["finish_reason"] = "content_filter"
+            return web.json_response(completion)
         finally:
             counts["in_flight"] -= 1
+
+    async def _azure_chat(self, request: web.Request) -> web.Response:
+        if request.match_info["deployment"] not in self.models:
+            await self._record(request)
+            message = "The API deployment for this resource does not exist."
+            return _error(404, message, code="DeploymentNotFound")
+        return await self._chat(request)
+
+    def _retry_after(self) -> dict[str, str]:
+        values = {"Retry-After": str(self.retry_after_s), "retry-after-ms": str(round(self.retry_after_s * 1000))}
+        return {header: values[header] for header in self.retry_after_headers}
 
     def _draw_status(self) -> int:
         if self._script:
@@ -206,7 +247,7 @@ class FakeOpenAIServer:
             return 500
         return 200
 
-    def _completion(self, body: dict[str, Any], scripted: str | None) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], scripted: str | list[dict[str, Any]] | None) -> dict[str, Any]:
         messages = body["messages"]
         prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         words = prompt.split() or ["ok"]
@@ -215,7 +256,10 @@ class FakeOpenAIServer:
         choices, completion_tokens = [], 0
         for index in range(int(body.get("n") or 1)):
             message: dict[str, Any] = {"role": "assistant", "content": None}
-            if tools and _TOOL_WORD.search(prompt):
+            if isinstance(scripted, list):  # scripted tool calls: [{"name": ..., "arguments": {...}}, ...]
+                message["tool_calls"] = [_scripted_call(call, next(self._ids)) for call in scripted]
+                finish_reason = "tool_calls"
+            elif tools and _TOOL_WORD.search(prompt):
                 message["tool_calls"] = [_tool_call(tools[0], next(self._ids))]
                 finish_reason = "tool_calls"
             elif scripted is not None:
@@ -266,6 +310,12 @@ def _text(content: Any) -> str:
     return ""
 
 
+def _scripted_call(call: dict[str, Any], number: int) -> dict[str, Any]:
+    """A tool call a ``reply`` script asked for, as ``{"name": ..., "arguments": {...}}``."""
+    arguments = json.dumps(call.get("arguments", {}))
+    return {"id": f"call_{number}", "type": "function", "function": {"name": call["name"], "arguments": arguments}}
+
+
 def _tool_call(tool: dict[str, Any], number: int) -> dict[str, Any]:
     """A call of ``tool`` with a placeholder for each required argument, chosen by its JSON-schema type."""
     function = tool.get("function", {})
@@ -282,8 +332,27 @@ def _tool_call(tool: dict[str, Any], number: int) -> dict[str, Any]:
     }
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error(status: int, message: str, headers: dict[str, str] | None = None, code: str | None = None) -> web.Response:
     kind = {400: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
     return web.json_response(
-        {"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers
+        {"error": {"message": message, "type": kind, "code": code or status}}, status=status, headers=headers
     )
+
+
+def _content_filtered() -> web.Response:
+    """Azure's answer to a prompt its content filter blocks (here always for violence)."""
+    error = {
+        "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+        "type": None,
+        "param": "prompt",
+        "code": "content_filter",
+        "status": 400,
+        "innererror": {
+            "code": "ResponsibleAIPolicyViolation",
+            "content_filter_result": {
+                "hate": {"filtered": False, "severity": "safe"},
+                "violence": {"filtered": True, "severity": "medium"},
+            },
+        },
+    }
+    return web.json_response({"error": error}, status=400)
