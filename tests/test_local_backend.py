@@ -42,12 +42,8 @@ def model(ray_session: int) -> Iterator[LocalConfig]:
 
 def with_backend(config: LocalConfig, scenario: Callable[[LocalBackend], Awaitable[T]]) -> T:
     async def main() -> T:
-        backend = LocalBackend(config)
-        await backend.start()
-        try:
+        async with LocalBackend(config) as backend:
             return await scenario(backend)
-        finally:
-            await backend.close()
 
     return asyncio.run(main())
 

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from matrix_core.config import BackendConfig
 from matrix_core.errors import MatrixError
+
+_task_id: ContextVar[str | None] = ContextVar("matrix_task_id", default=None)
+
+
+def current_task_id() -> str | None:
+    """The id of the task whose step is running, None outside a step: a backend that routes by task (the engines'
+    sticky routing) reads it in ``chat``."""
+    return _task_id.get()
+
+
+def set_current_task_id(task_id: str | None) -> None:
+    """Name the task whose step runs next in this asyncio context; the engine calls it before each step."""
+    _task_id.set(task_id)
 
 
 class BackendError(MatrixError):
@@ -91,3 +105,11 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""
+
+    async def __aenter__(self) -> Self:
+        """``async with Backend(config) as backend``: :meth:`start` on the way in, :meth:`close` on the way out."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

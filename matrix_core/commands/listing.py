@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from matrix_core.cli import user_errors
+from matrix_core.commands import serve as engines
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -111,6 +112,11 @@ def list_backends(as_json: bool) -> None:
         for component in _plugins().registry.components("backends")
     ]
     _emit("Backends", rows, {"name": "Backend", "plugin": "Plugin", "options": "Options", "description": ""}, as_json)
+
+
+backends.add_command(engines.serve, "start")
+backends.add_command(engines.stop)
+backends.add_command(engines.check)
 
 
 def _common(component: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from matrix_core import plugins
 from matrix_core.testing.ray import local_ray
 
 
@@ -23,3 +24,13 @@ def matrix_ray() -> Iterator[int]:
     ]
     with local_ray(import_paths=test_paths) as metrics_port:
         yield metrics_port
+
+
+@pytest.fixture
+def matrix_strict_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Plugins load anew for the test, none disabled, and a broken one fails it rather than being skipped."""
+    monkeypatch.setenv("MATRIX_STRICT_PLUGINS", "1")
+    monkeypatch.delenv("MATRIX_DISABLE_PLUGINS", raising=False)
+    plugins.load_plugins.cache_clear()
+    yield
+    plugins.load_plugins.cache_clear()

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-
-from matrix_core import plugins
 
 
 @pytest.fixture(autouse=True)
-def strict_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Plugins load anew for every test, and a broken one fails it rather than being skipped."""
-    monkeypatch.setenv("MATRIX_STRICT_PLUGINS", "1")
-    monkeypatch.delenv("MATRIX_DISABLE_PLUGINS", raising=False)
-    plugins.load_plugins.cache_clear()
-    yield
-    plugins.load_plugins.cache_clear()
+def strict_plugins(matrix_strict_plugins: None) -> None:
+    """Every test loads the plugins anew, strictly (matrix_core.testing.pytest_plugin)."""
 
 
 @pytest.fixture(scope="session")

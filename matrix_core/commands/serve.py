@@ -1,0 +1,271 @@
+"""``matrix serve`` (``matrix backends start``), ``matrix backends stop`` and ``matrix backends check``: engines
+started standalone, and the start-up check of configured backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from matrix_core.cli import user_errors
+from matrix_core.commands.options import address_option, cluster_option, config_option, overrides_argument
+from matrix_core.errors import ConfigError, MatrixError
+
+WATCH_S = 2.0
+
+
+@dataclass(frozen=True)
+class BackendTarget:
+    """One backend config to check or serve: who uses it, its registered class and its values."""
+
+    label: str
+    cls: type
+    values: dict[str, Any]
+
+    def build(self) -> Any:
+        """The backend, its config checked."""
+        from matrix_core.engine.components import build_config
+
+        return self.cls(build_config(self.cls.config_schema, self.values))
+
+
+@click.command(context_settings={"show_default": True})
+@config_option
+@cluster_option
+@address_option
+@overrides_argument
+def serve(config_files: tuple[str, ...], cluster: str | None, address: str | None, overrides: tuple[str, ...]) -> None:
+    """Start the `vllm` or `sglang` engines that `backend.*` describes and keep them running.
+
+    Prints each replica's base URL (for runs with backend.type=openai) and their Ray names (runs on the same Ray
+    cluster with the same backend settings reuse them). Stops them on Ctrl-C; `matrix backends stop` stops them
+    from elsewhere.
+    """
+    from matrix_core.backends.engine import EngineBackend
+
+    target = user_errors(lambda: _backend_alone(_sources(config_files, overrides)))
+    if not issubclass(target.cls, EngineBackend):
+        kind = target.values["type"]
+        raise click.UsageError(f"matrix serve starts engines on Ray (backend.type=vllm or sglang), not {kind}")
+    backend = user_errors(lambda: target.build())
+    backend.config.keep_alive = True
+    with connected_ray(cluster, address) as ray_address:
+        endpoints = user_errors(lambda: asyncio.run(_start(backend)))
+        names = backend.actor_names()
+        click.echo(
+            f"Serving {backend.config.model} with {backend.engine} on {len(names)} replicas (Ray at {ray_address}):"
+        )
+        for name, base_url in zip(names, endpoints, strict=True):
+            click.echo(f"  {name}  {base_url}")
+        click.echo(f"Use one:  matrix run ... backend.type=openai backend.base_url={endpoints[0]}")
+        click.echo(f"Stop:     Ctrl-C, or matrix backends stop --address {ray_address}")
+        try:
+            _wait_until_stopped(names)
+        except KeyboardInterrupt:
+            stopped = stop_engines(names)
+            click.echo(f"Stopped {len(stopped)} engine replicas.")
+            return
+        click.echo("The engines were stopped.")
+
+
+@click.command("stop")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@cluster_option
+@click.option(
+    "--address", default="auto", show_default=True, help="The Ray cluster: HOST:PORT, ray://HOST:PORT or auto."
+)
+def stop(names: tuple[str, ...], cluster: str | None, address: str) -> None:
+    """Stop engine replicas on a Ray cluster: all of them, or those whose names start with NAME."""
+    from matrix_core.backends.engine import NAMESPACE
+
+    with connected_ray(cluster, None if cluster else address):
+        import ray
+
+        running = sorted(
+            actor["name"]
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == NAMESPACE
+        )
+        chosen = [name for name in running if not names or name.startswith(names)]
+        stopped = stop_engines(chosen)
+    click.echo(f"Stopped {len(stopped)} engine replicas" + (": " + ", ".join(stopped) if stopped else "."))
+
+
+@click.command("check")
+@click.option(
+    "-w", "--workflow", help="Check every role's backend of this workflow (default: the config's `workflow`)."
+)
+@config_option
+@cluster_option
+@address_option
+@overrides_argument
+def check(
+    workflow: str | None,
+    config_files: tuple[str, ...],
+    cluster: str | None,
+    address: str | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Run only the start-up check of the configured backends: one line each, `ok` or why not.
+
+    Without a workflow, checks `backend.*`; with one, each role's backend (`agents.<role>.backend` included).
+    Engines (vllm, sglang) are started, checked and let go.
+    """
+    targets = user_errors(lambda: _targets(workflow, _sources(config_files, overrides)))
+    with connected_ray(cluster, address):
+        results = [asyncio.run(_check(target)) for target in targets]
+    for ok, line in results:
+        click.echo(("ok     " if ok else "failed ") + line)
+    if not all(ok for ok, _ in results):
+        raise click.exceptions.Exit(1)
+
+
+@contextlib.contextmanager
+def connected_ray(cluster: str | None, address: str | None) -> Iterator[str]:
+    """Ray for a command: the one this process is connected to already, else the cluster or address given (as for
+    `matrix run`), else a private local Ray on loopback that ends with the command. Yields the cluster's address."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray.get_runtime_context().gcs_address
+        return
+    from matrix_core.cluster.connect import RayTarget
+
+    with RayTarget.resolve(cluster, address).connected():
+        yield ray.get_runtime_context().gcs_address
+
+
+def stop_engines(names: Sequence[str]) -> list[str]:
+    """Stop the named engine replicas (their servers, then their actors, for good); returns those stopped."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    from matrix_core.backends.engine import NAMESPACE
+
+    stopped = []
+    for name in names:
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            continue  # stopped already
+        with contextlib.suppress(RayActorError):  # it may end before its answer leaves
+            ray.get(actor.stop.remote())
+        stopped.append(name)
+    return stopped
+
+
+def _wait_until_stopped(names: Sequence[str]) -> None:
+    """Return once none of the named replicas is left (``matrix backends stop``, or restarts spent)."""
+    import ray
+
+    from matrix_core.backends.engine import NAMESPACE
+
+    while True:
+        alive = {
+            actor["name"]
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == NAMESPACE
+        }
+        if not alive & set(names):
+            return
+        time.sleep(WATCH_S)
+
+
+async def _start(backend: Any) -> list[str]:
+    await backend.start()
+    try:
+        return [url for url in backend.endpoints() if url]
+    finally:
+        await backend.close()  # kept alive: letting go does not stop them
+
+
+async def _check(target: BackendTarget) -> tuple[bool, str]:
+    """Build the backend, start it, let it go: ``(ok, line)``."""
+    try:
+        backend = target.build()
+        await backend.start()
+    except MatrixError as error:
+        hint = f" (hint: {error.hint})" if error.hint else ""
+        return False, f"{target.label}: {target.values['type']}: {error}{hint}"
+    try:
+        return True, f"{target.label}: {_describe(target, backend)}"
+    finally:
+        await backend.close()
+
+
+def _describe(target: BackendTarget, backend: Any) -> str:
+    values = target.values
+    parts = [values["type"]]
+    if values.get("model"):
+        parts.append(values["model"])
+    endpoints = getattr(backend, "endpoints", None)
+    if callable(endpoints):
+        parts.append("at " + ", ".join(str(url) for url in endpoints()))
+    elif values.get("base_url"):
+        parts.append(f"at {values['base_url']}")
+    return " ".join(parts)
+
+
+# --- which backends -------------------------------------------------------------------------------------------
+
+
+def _sources(config_files: Sequence[str], overrides: Sequence[str]) -> list[Any]:
+    from matrix_core import config
+
+    return [*(config.load_file(path) for path in config_files), *config.parse_overrides(overrides)]
+
+
+def _targets(workflow: str | None, sources: list[Any]) -> list[BackendTarget]:
+    """Each role's backend of ``workflow`` (roles with the same settings together), else ``backend.*`` alone."""
+    from omegaconf import OmegaConf
+
+    from matrix_core import config
+    from matrix_core.plugins import load_plugins
+
+    for source in reversed(sources):
+        if workflow is None:
+            workflow = OmegaConf.select(source.data, "workflow", default=None)
+    if workflow is None:
+        return [_backend_alone(sources)]
+    registry = load_plugins().registry
+    resolved = config.resolve(registry.get("orchestrators", workflow), registry, sources)
+    grouped: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for role, section in resolved.role_backends.items():
+        values = OmegaConf.to_container(section, resolve=True, enum_to_str=True)
+        roles, _ = grouped.setdefault(repr(sorted(values.items())), ([], values))
+        roles.append(role)
+    return [
+        BackendTarget(f"{workflow} ({', '.join(roles)})", registry.get("backends", values["type"]).cls, values)
+        for roles, values in grouped.values()
+    ]
+
+
+def _backend_alone(sources: list[Any]) -> BackendTarget:
+    """``backend.*`` from the sources, typed by its backend's schema; other sections are not looked at."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from matrix_core.config import BackendConfig
+    from matrix_core.plugins import load_plugins
+
+    backend_type = BackendConfig.type
+    for source in sources:
+        backend_type = OmegaConf.select(source.data, "backend.type", default=None) or backend_type
+    component = load_plugins().registry.get("backends", backend_type)
+    merged = OmegaConf.structured(component.cls.config_schema)
+    for source in sources:
+        section = OmegaConf.select(source.data, "backend", default=None)
+        if section is None:
+            continue
+        try:
+            merged = OmegaConf.merge(merged, section)
+        except OmegaConfBaseException as error:
+            key = f"backend.{error.full_key}"
+            raise ConfigError(f"{source.where(key)}: {key}: {str(error).strip().splitlines()[0]}") from None
+    values = OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
+    return BackendTarget("backend", component.cls, values)

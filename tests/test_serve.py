@@ -1,0 +1,109 @@
+"""`matrix serve` (`matrix backends start`) and `matrix backends stop`: engines started standalone on a Ray cluster,
+served until stopped, here with the stand-in engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from queue import Empty, Queue
+
+import pytest
+from click.testing import CliRunner
+from openai import OpenAI
+
+from matrix_core.cli import cli
+
+STANDIN = [sys.executable, "-m", "matrix_core.testing.engine_standin"]
+
+
+def engine_overrides(case: str) -> list[str]:
+    return [
+        "backend.type=sglang", "backend.model=org/tiny", "backend.replicas=2", "backend.num_gpus=0",
+        "backend.num_cpus=0", f"backend.server_command={json.dumps(STANDIN)}", "backend.host=127.0.0.1",
+        "backend.port_min=0", f"backend.engine_args.matrix_test_case={case}",
+    ]  # fmt: skip
+
+
+class Served:
+    """A `matrix serve` process and the lines it printed so far."""
+
+    def __init__(self, *arguments: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "matrix_core", *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: Queue[str] = Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def until(self, prefix: str, timeout: float = 90) -> list[str]:
+        """The lines printed up to the first that starts with ``prefix``."""
+        seen = []
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except Empty:
+                raise AssertionError(f"`matrix serve` printed no {prefix!r}; it printed {seen}") from None
+            seen.append(line)
+            if line.startswith(prefix):
+                return seen
+
+
+@pytest.fixture
+def ray_address(ray_session: int) -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest, ray_address: str) -> Iterator[Served]:
+    serving = Served("serve", "--address", ray_address, *engine_overrides(request.node.name))
+    yield serving
+    if serving.process.poll() is None:
+        serving.process.kill()
+        serving.process.wait()
+
+
+def test_serve_prints_endpoints_that_answer_until_backends_stop(served, ray_address):
+    lines = served.until("Stop:")
+    assert lines[0].startswith("Serving org/tiny with sglang on 2 replicas (Ray at ")
+    replicas = [line.split() for line in lines[1:3]]
+    assert all(name.startswith("matrix-sglang-") and url.startswith("http://127.0.0.1:") for name, url in replicas)
+    assert lines[3] == f"Use one:  matrix run ... backend.type=openai backend.base_url={replicas[0][1]}"
+    for _, url in replicas:
+        answer = OpenAI(base_url=url, api_key="none").chat.completions.create(
+            model="org/tiny", messages=[{"role": "user", "content": "still there"}], max_tokens=2
+        )
+        assert answer.choices[0].message.content == "still there"
+    stopped = CliRunner().invoke(cli, ["backends", "stop", "--address", ray_address, replicas[0][0][:-2]])
+    assert stopped.exit_code == 0, stopped.output
+    assert stopped.stdout == f"Stopped 2 engine replicas: {replicas[0][0]}, {replicas[1][0]}\n"
+    assert served.until("The engines were stopped.")
+    assert served.process.wait(timeout=30) == 0
+
+
+def test_ctrl_c_stops_what_serve_started(served):
+    name = served.until("Stop:")[1].split()[0]
+    os.kill(served.process.pid, signal.SIGINT)
+    assert served.until("Stopped 2 engine replicas.")
+    assert served.process.wait(timeout=30) == 0
+    left = CliRunner().invoke(cli, ["backends", "stop", name[:-2]])
+    assert left.stdout == "Stopped 0 engine replicas.\n"
+
+
+def test_serve_starts_only_engines():
+    result = CliRunner().invoke(cli, ["serve", "backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1"])
+    assert result.exit_code == 2
+    assert "matrix serve starts engines on Ray (backend.type=vllm or sglang), not openai" in result.output
