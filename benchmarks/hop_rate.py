@@ -4,8 +4,8 @@
     python benchmarks/hop_rate.py                 # 100 / 1,000 / 10,000 tasks in flight, 3 runs each
     python benchmarks/hop_rate.py --smoke         # a few seconds, for the test suite
 
-Prints one line per result: the median hops/s over the runs, and the ratio of coalesced to uncoalesced sends
-measured in the same run.
+Prints one line per result (the median hops/s of coalesced sends over the repeats, the other modes beside it and
+the ratios taken side by side in each repeat) and writes ``results/hop_rate.json``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
 import tempfile
 from pathlib import Path
+
+from results import Result, Spread, add_common_flags, write
 
 HERE = Path(__file__).parent
 
@@ -57,41 +57,41 @@ def measure(in_flight: int, mode: str, hops: int, replicas: int, workdir: Path) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks the benchmark works")
-    parser.add_argument("--runs", type=int, default=3)
+    add_common_flags(parser)
     parser.add_argument("--hops", type=int, default=20)
     parser.add_argument("--replicas", type=int, default=1, help="actors per role")
     args = parser.parse_args()
-    sizes, runs = ([50], 1) if args.smoke else ([100, 1_000, 10_000], args.runs)
+    sizes, runs = ([50], 1) if args.smoke else ([100, 1_000, 10_000], args.repeats)
 
-    import ray
-
-    from matrix_core.testing import register_plugin
-
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    sys.path.insert(0, str(HERE))
     import relay
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        with register_plugin(relay, name="relay"), tempfile.TemporaryDirectory() as workdir:
-            for in_flight in sizes:
-                rates = {}
+    from matrix_core.testing import local_ray, register_plugin
+
+    results = []
+    with local_ray([str(HERE)]), register_plugin(relay, name="relay"), tempfile.TemporaryDirectory() as workdir:
+        for in_flight in sizes:
+            rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+            for _ in range(runs):  # the modes side by side in each repeat, so their ratios share its conditions
                 for mode in MODES:
-                    samples = [measure(in_flight, mode, args.hops, args.replicas, Path(workdir)) for _ in range(runs)]
-                    rates[mode] = statistics.median(samples)
-                default = rates["coalesced_same_turn"]
-                print(
-                    f"hop_rate in_flight={in_flight} hops_per_task={args.hops} "
-                    + " ".join(f"{mode}={rate:.0f}/s" for mode, rate in rates.items())
-                    + f" coalescing_gain={default / rates['one_call_per_task']:.2f}x"
-                    f" window_2ms_vs_same_turn={rates['coalesced_2ms'] / default:.2f}x"
-                    f" goal=10000/s {'MET' if default >= 10_000 else 'NOT MET'}",
-                    flush=True,
+                    rates[mode].append(measure(in_flight, mode, args.hops, args.replicas, Path(workdir)))
+            ours = rates.pop("coalesced_same_turn")
+            results.append(
+                Result(
+                    name="hop_rate",
+                    metric="hops_per_s",
+                    params={"in_flight": in_flight, "hops_per_task": args.hops, "mode": "coalesced_same_turn"},
+                    ours=Spread.of(ours),
+                    baselines={mode: Spread.of(values) for mode, values in rates.items()},
+                    ratios={
+                        mode: Spread.of([o / v for o, v in zip(ours, values, strict=True)])
+                        for mode, values in rates.items()
+                    },
+                    goal=">= 10000 hops/s",
+                    goal_value=10_000,
+                    goal_on=("ours",),
                 )
-    finally:
-        ray.shutdown()
+            )
+    write(f"hop_rate{args.suffix}", results, args.out, args.smoke)
 
 
 if __name__ == "__main__":

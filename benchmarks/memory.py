@@ -1,0 +1,179 @@
+"""Benchmark 5, memory and scale: the engine's memory per in-flight task (goal: <= 20 KB plus history), and a long
+run whose memory stays flat.
+
+    python benchmarks/memory.py                  # 10,000 in flight; 100,000 tasks at 1,000 in flight
+    python benchmarks/memory.py --smoke
+
+Per task: the :mod:`hold` workflow keeps every admitted task waiting in its agent at once; the peak resident memory
+of the engine's actors (agent, collector, writer) is sampled while it runs, at a small and a large number in flight,
+and the difference divided by the difference in tasks is the cost of one more task in flight (fixed costs cancel).
+Flat memory: 100,000 :mod:`relay` tasks (a few hops each, no I/O) flow through; the actors' memory late in the run
+(80% to 100% of the output written) is compared with early on (10% to 30%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import engine_runs
+import psutil
+from results import Result, Spread, add_common_flags, write
+
+HERE = Path(__file__).parent
+ACTORS = ("ray::AgentActor", "ray::Collector", "ray::Writer")
+"""Process titles of the engine's actors (Ray names a worker after the actor it hosts)."""
+
+
+def actors_rss() -> int:
+    """Resident bytes of the engine's actor processes in this process's own Ray (others may run beside it)."""
+    total = 0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.cmdline()[:1] and process.cmdline()[0].startswith(ACTORS):
+                total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue  # an actor that just ended
+    return total
+
+
+@contextmanager
+def sampled(output: Path, every_s: float = 0.1) -> Iterator[list[tuple[int, int]]]:
+    """Sample :func:`actors_rss` in a thread while the block runs; yields the ``(output bytes, actor bytes)``
+    samples: the output's size says how far the run had got."""
+    samples: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((output.stat().st_size if output.exists() else 0, actors_rss()))
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def rows(path: Path, count: int) -> Path:
+    """``count`` rows with nothing but an id."""
+    path.write_text("".join(json.dumps({"id": str(i)}) + "\n" for i in range(count)))
+    return path
+
+
+def peak_rss(in_flight: int, hold_s: float, workdir: Path) -> int:
+    """Peak actor memory while ``in_flight`` tasks are held at once."""
+    source = rows(workdir / f"hold-{in_flight}.jsonl", in_flight)
+    output = workdir / f"hold-{in_flight}-{time.monotonic_ns()}.jsonl"
+    with sampled(output) as samples:
+        engine_runs.run(
+            "hold",
+            [
+                f"input.path={source}",
+                f"output.path={output}",
+                "backend.type=relay.none",  # the holder calls no model
+                f"hold.seconds={hold_s}",
+                f"run.max_concurrency={in_flight}",
+                f"agents.holder.max_in_flight={in_flight}",
+                "run.quiet=true",
+            ],
+        )
+    return max(rss for _, rss in samples)
+
+
+def flat_run(tasks: int, in_flight: int, hops: int, workdir: Path) -> tuple[float, float, float]:
+    """Actor memory (MB) early in a long relay run (10% to 30% of its output written) and late (80% to the end),
+    and its tasks/s."""
+    source = rows(workdir / f"relay-{tasks}.jsonl", tasks)
+    output = workdir / f"relay-{tasks}-{time.monotonic_ns()}.jsonl"
+    with sampled(output) as samples:
+        metrics = engine_runs.run(
+            "relay",
+            [
+                f"input.path={source}",
+                f"output.path={output}",
+                "backend.type=relay.none",
+                f"relay.hops={hops}",
+                f"run.max_concurrency={in_flight}",
+                "run.quiet=true",
+                *(f"agents.{role}.max_in_flight=256" for role in "abc"),
+            ],
+        )
+    size = output.stat().st_size
+    first = [rss for written, rss in samples if 0.1 * size <= written <= 0.3 * size]
+    last = [rss for written, rss in samples if 0.8 * size <= written < size]
+    if not first or not last:
+        raise RuntimeError(f"too few memory samples ({len(samples)}): make the run longer")
+    return sum(first) / len(first) / 2**20, sum(last) / len(last) / 2**20, tasks / metrics["flow_time_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_flags(parser)
+    parser.add_argument("--in-flight", type=int, default=10_000)
+    parser.add_argument("--baseline-in-flight", type=int, default=1_000)
+    parser.add_argument("--hold-s", type=float, default=4.0, help="how long each task is held")
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks in the flat-memory run")
+    parser.add_argument("--hops", type=int, default=4, help="hops per task in the flat-memory run")
+    args = parser.parse_args()
+    if args.smoke:
+        args.in_flight, args.baseline_in_flight, args.hold_s, args.tasks, args.repeats = 400, 100, 0.5, 20_000, 1
+
+    import hold
+    import relay
+
+    from matrix_core.testing import local_ray, register_plugin
+
+    per_task, growth, rates, first_mb, last_mb = [], [], [], [], []
+    with (
+        local_ray([str(HERE)]),
+        register_plugin(hold, name="hold"),
+        register_plugin(relay, name="relay"),
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        for _ in range(args.repeats):
+            small = peak_rss(args.baseline_in_flight, args.hold_s, Path(workdir))
+            large = peak_rss(args.in_flight, args.hold_s, Path(workdir))
+            per_task.append((large - small) / (args.in_flight - args.baseline_in_flight) / 1024)
+            first, last, rate = flat_run(args.tasks, args.baseline_in_flight, args.hops, Path(workdir))
+            first_mb.append(first)
+            last_mb.append(last)
+            growth.append(last / first)
+            rates.append(rate)
+    results = [
+        Result(
+            name="memory_per_task",
+            metric="kb_per_in_flight_task",
+            params={"in_flight": args.in_flight, "compared_with": args.baseline_in_flight, "history": 0},
+            ours=Spread.of(per_task),
+            goal="<= 20 KB",
+            goal_value=20.0,
+            goal_on=("ours",),
+            notes="peak RSS of the engine's actor processes (agent, collector, writer), sampled every 0.1 s",
+        ),
+        Result(
+            name="flat_memory",
+            metric="late_over_early_rss",
+            params={"tasks": args.tasks, "in_flight": args.baseline_in_flight, "hops": args.hops},
+            ours=Spread.of(growth),
+            baselines={"early_mb": Spread.of(first_mb), "late_mb": Spread.of(last_mb)},
+            goal="<= 1.10",
+            goal_value=1.10,
+            goal_on=("ours",),
+            notes=f"tasks/s of the run: {Spread.of(rates).text(0)}",
+        ),
+    ]
+    write(f"memory{args.suffix}", results, args.out, args.smoke)
+
+
+if __name__ == "__main__":
+    main()
