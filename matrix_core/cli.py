@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "workflows": "matrix_core.commands.listing:workflows",
     "agents": "matrix_core.commands.listing:agents",
     "backends": "matrix_core.commands.listing:backends",
+    "serve": "matrix_core.commands.serve:serve",
+    "cluster": "matrix_core.commands.cluster:cluster",
+    "metrics": "matrix_core.commands.metrics:metrics",
 }
 
 

@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from matrix_core.errors import ConfigError, UsageError
+from matrix_core.errors import ConfigError, MatrixError, UsageError
 
 if TYPE_CHECKING:
     from matrix_core.registry import Component, Registry
@@ -240,6 +240,7 @@ def resolve(workflow: Component, registry: Registry, sources: Sequence[ConfigSou
             key = error.full_key or ""
             raise ConfigError(f"{layer.where(key)}: {key}: {_first_line(error)}") from None
     config.workflow = workflow.name
+    _check_interpolations(config, layers)
     if config.input.path is None and orchestrator.default_input:
         config.input.path = str(_resource_path(orchestrator.default_input))
     registry.get("sinks", config.output.sink)  # an unknown sink fails here, before any work
@@ -306,6 +307,21 @@ def _backend_component(registry: Registry, backend_type: str, layers: Sequence[C
         raise ConfigError(f"{_where(layers, key)}: {key}: {error}") from None
 
 
+def _check_interpolations(config: DictConfig, layers: Sequence[ConfigSource]) -> None:
+    """Resolve every ``${...}`` once, so that one that fails (a bad reference, a plugin resolver that rejects its
+    arguments) is a one-line error: the resolver's own :class:`MatrixError`, else the key and its source."""
+    try:
+        OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, MatrixError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        key = error.full_key or ""
+        raise ConfigError(f"{_where(layers, key)}: {key}: {_first_line(error)}") from None
+
+
 def _check_ranges(config: DictConfig, layers: Sequence[ConfigSource]) -> None:
     minimums = {"run.max_concurrency": 1, "run.limit": 0, "run.partitions": 1, "run.max_retries": 0}
     for role in config.agents:
@@ -328,9 +344,19 @@ def _last_set(layers: Sequence[ConfigSource], key: str) -> Any:
 def _where(layers: Sequence[ConfigSource], key: str) -> str:
     """The source that last set ``key``, with its line when known."""
     for layer in reversed(layers):
-        if OmegaConf.select(layer.data, key, default=None, throw_on_missing=False) is not None:
+        if _sets(layer.data, key):
             return layer.where(key)
     return "config"
+
+
+def _sets(data: DictConfig, key: str) -> bool:
+    """Whether ``data`` gives ``key`` a value (an interpolation counts, unresolved: it may be what failed)."""
+    node: Any = OmegaConf.to_container(data, resolve=False)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node is not None
 
 
 def _first_line(error: Exception) -> str:

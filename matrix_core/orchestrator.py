@@ -96,6 +96,11 @@ class Orchestrator(ABC):
         """Numbers this finished task adds to the run's workflow metrics (averaged over kept and dropped tasks)."""
         return {}
 
+    @classmethod
+    def summary(cls, metrics: dict[str, Any]) -> str | None:
+        """A line the CLI prints after the run, from the run's metrics (as in ``<output stem>.metrics.json``)."""
+        return None
+
     def to_record(self) -> dict[str, Any]:
         """The output record of a finished task; workflows extend it with their own fields."""
         return {"id": self.id, "status": self.status, "reason": self.reason}

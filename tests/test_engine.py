@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from matrix_core import config
+from matrix_core.backends import BackendError
 from matrix_core.engine.run import run_workflow
 from matrix_core.errors import MatrixError
 
@@ -99,6 +100,12 @@ def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
     assert metrics["status"] == {"success": 38, "error": 2}, metrics["status_reason"]
     assert metrics["status_reason"]["error:RuntimeError: t3 always fails"] == 1
     assert all(r["trail"] == ["a", "b", "c", "a", "b", "c"] for r in records if r["status"] == "success")
+
+
+def test_a_role_backend_failing_its_start_up_check_stops_the_run_with_its_message(toy, tmp_path):
+    slow_a, refusing_b = "agents.a.backend.type=toy.slow_start", "agents.b.backend.type=toy.refusing"
+    with pytest.raises(BackendError, match=r"^toy server does not serve model 'nope'$"):
+        run_toy(toy, tmp_path, slow_a, refusing_b, rows=3)
 
 
 def test_a_content_filter_refusal_ends_the_task_filtered_without_retries(toy, tmp_path):

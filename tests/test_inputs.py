@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from matrix_core.config import InputConfig
 from matrix_core.engine.inputs import BadRow, Row, read_rows
@@ -176,7 +178,7 @@ def test_a_directory_reads_its_shards_in_sorted_order(tmp_path):
 
 def test_a_directory_without_shards_is_an_error(tmp_path):
     (tmp_path / "README.md").write_text("nothing here")
-    with pytest.raises(MatrixError, match=r"holds no \.jsonl, \.json, \.parquet files"):
+    with pytest.raises(MatrixError, match=r"holds no \.jsonl, \.json, \.jsonl\.zst, \.parquet files"):
         rows(tmp_path)
 
 
@@ -261,3 +263,64 @@ def test_format_hf_needs_a_directory(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}')
     with pytest.raises(MatrixError, match=r"input\.format hf reads a directory"):
         rows(path, format="hf")
+
+
+# --- zstd-compressed jsonl and nested ids (DCLM shards) ----------------------------------------------------------
+
+
+def write_zst(path: Path, *lines: str, frames: int = 1) -> Path:
+    """``lines`` as a ``.jsonl.zst`` shard of ``frames`` zstd frames (DCLM's shards and ``zstd`` itself may write
+    several)."""
+    data = "".join(line + "\n" for line in lines).encode()
+    cut = len(data) // frames
+    chunks = [data[index * cut : (index + 1) * cut if index < frames - 1 else None] for index in range(frames)]
+    path.write_bytes(b"".join(zstandard.ZstdCompressor().compress(chunk) for chunk in chunks))
+    return path
+
+
+def test_a_zstd_shard_is_read_line_by_line_across_frames(tmp_path):
+    lines = [json.dumps({"id": index, "text": "x" * 50}) for index in range(200)]
+    path = write_zst(tmp_path / "in.jsonl.zst", *lines, "not json", frames=3)
+    stream = read_rows(InputConfig(path=str(path)))
+    assert next(stream) == Row("0", {"id": 0, "text": "x" * 50}, f"{path}:1")
+    assert [row.id for row in itertools.islice(stream, 199)] == [str(index) for index in range(1, 200)]
+    with pytest.raises(BadRow, match=r"in\.jsonl\.zst:201: invalid JSON"):
+        next(stream)
+
+
+def test_zstd_shards_are_found_in_directories_and_globs(tmp_path):
+    (tmp_path / "shards").mkdir()
+    write_zst(tmp_path / "shards" / "b.jsonl.zst", '{"id": "b"}')
+    write_zst(tmp_path / "shards" / "a.jsonl.zst", '{"id": "a"}')
+    write_jsonl(tmp_path / "shards" / "c.jsonl", '{"id": "c"}')
+    assert [row.id for row in rows(tmp_path / "shards")] == ["a", "b", "c"]
+    assert [row.id for row in rows(tmp_path / "shards" / "*.zst")] == ["a", "b"]
+
+
+def test_a_file_that_is_not_zstd_is_named(tmp_path):
+    path = tmp_path / "in.jsonl.zst"
+    path.write_text('{"id": "a"}\n')
+    with pytest.raises(MatrixError, match=r"in\.jsonl\.zst: not a readable zstd file"):
+        rows(path)
+
+
+def test_a_dotted_id_key_reads_a_nested_field(tmp_path):
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        '{"metadata": {"WARC-Record-ID": "<urn:uuid:1>"}, "text": "a"}',
+        '{"metadata": {}, "text": "b"}',
+        '{"metadata.WARC-Record-ID": "flat", "metadata": {"WARC-Record-ID": "nested"}}',
+    )
+    nested, missing, flat = rows(path, id_key="metadata.WARC-Record-ID")
+    assert nested.id == "<urn:uuid:1>"
+    assert len(missing.id) == 16, "a row without the nested field gets a hash of its content"
+    assert flat.id == "flat", "a top-level key spelled with the dot wins"
+
+
+def test_a_dotted_id_key_of_the_wrong_type_is_a_bad_row(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", '{"metadata": {"WARC-Record-ID": ["x"]}}')
+    with pytest.raises(
+        BadRow, match=r"^in\.jsonl:1: 'metadata\.WARC-Record-ID' must be a string or an integer, got list$"
+    ):
+        rows("in.jsonl", id_key="metadata.WARC-Record-ID")

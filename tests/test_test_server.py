@@ -77,6 +77,27 @@ def test_tools_and_the_word_tool_give_a_tool_call():
     assert plain["choices"][0]["finish_reason"] == "stop"
 
 
+def test_a_reply_script_can_answer_with_tool_calls():
+    def script(body: dict[str, Any]) -> str | list[dict[str, Any]]:
+        if body["messages"][-1]["role"] == "tool":
+            return "done"
+        return [{"name": "lookup", "arguments": {"id": 7}}, {"name": "save", "arguments": {}}]
+
+    with FakeOpenAIServer(reply=script).in_thread() as server:
+        called = post(server, {"messages": user("find seven")})
+        answered = post(server, {"messages": [*user("find seven"), {"role": "tool", "content": "{}"}]})
+    choice = called["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    calls = choice["message"]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("lookup", {"id": 7}),
+        ("save", {}),
+    ]
+    assert len({c["id"] for c in calls}) == 2
+    assert answered["choices"][0]["message"]["content"] == "done"
+
+
 def test_models_stats_and_recorded_requests():
     with FakeOpenAIServer(models=["a", "b"]).in_thread() as server:
         models = get(server.base_url + "/models")

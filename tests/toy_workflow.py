@@ -12,7 +12,7 @@ import ray
 
 from matrix_core import hookimpl
 from matrix_core.agent import Agent
-from matrix_core.backends import Backend, ContentFilterError
+from matrix_core.backends import Backend, BackendError, ContentFilterError
 from matrix_core.config import AgentConfig
 from matrix_core.orchestrator import DONE, Orchestrator
 
@@ -117,9 +117,25 @@ class NullBackend(Backend):
         raise AssertionError("the toy workflow calls no backend")
 
 
+class SlowStartBackend(NullBackend):
+    """Takes seconds to start, like a backend loading a model."""
+
+    async def start(self):
+        await asyncio.sleep(3)
+
+
+class RefusingBackend(NullBackend):
+    """Fails its start-up check, like a server that does not serve the configured model."""
+
+    async def start(self):
+        raise BackendError("toy server does not serve model 'nope'")
+
+
 @hookimpl
 def matrix_register_backends(register):
     register("toy.null", NullBackend)
+    register("toy.slow_start", SlowStartBackend)
+    register("toy.refusing", RefusingBackend)
 
 
 @hookimpl

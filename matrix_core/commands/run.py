@@ -7,19 +7,13 @@ from typing import Any
 import click
 
 from matrix_core.cli import user_errors
+from matrix_core.commands.options import address_option, cluster_option, config_option, overrides_argument
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("workflow")
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option(
-    "-c",
-    "--config",
-    "config_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML config file; repeat to layer several, later ones win.",
-)
+@overrides_argument
+@config_option
 @click.option("-i", "--input", "input_path", help="Input rows (sets input.path).")
 @click.option("-o", "--output", "output_path", help="Output file (sets output.path).")
 @click.option("--limit", type=click.IntRange(min=0), help="Run only the first N input rows (sets run.limit).")
@@ -28,6 +22,13 @@ from matrix_core.cli import user_errors
 @click.option("--skip-bad-rows", is_flag=True, help="Note malformed rows in <output>.rejected.jsonl and go on.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display (sets run.quiet).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config, secrets redacted, and exit.")
+@cluster_option
+@address_option
+@click.option(
+    "--runtime-env",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML/JSON file with Ray's runtime_env for the run's actors (pip, working_dir, env_vars, ...).",
+)
 def run(
     workflow: str,
     overrides: tuple[str, ...],
@@ -40,12 +41,19 @@ def run(
     skip_bad_rows: bool,
     quiet: bool,
     print_config: bool,
+    cluster: str | None,
+    address: str | None,
+    runtime_env: str | None,
 ) -> None:
     """Run WORKFLOW over the input rows.
 
     Configuration is layered: the workflow's defaults, then each -c file in order, then the options above,
     then KEY=VALUE overrides (e.g. backend.model=my-model run.max_concurrency=500).
     """
+    from matrix_core.cluster.connect import RayTarget, load_runtime_env
+
+    target = user_errors(lambda: RayTarget.resolve(cluster, address, load_runtime_env(runtime_env)))
+    target.apply_env()  # before anything imports Ray (plugins may), which reads its auth settings once
     flags: dict[str, Any] = {"input": {}, "output": {}, "run": {}}
     for section, key, value in [
         ("input", "path", input_path),
@@ -63,13 +71,15 @@ def run(
         return
     from matrix_core.engine.run import run_workflow
 
-    metrics = user_errors(lambda: run_workflow(resolved, registry))
+    metrics = user_errors(lambda: run_workflow(resolved, registry, target))
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(metrics["status"].items())) or "nothing to do"
     click.echo(
         f"{metrics['tasks']} tasks ({statuses}) in {metrics['wall_time_s']:.1f}s, "
         f"{metrics['tokens_per_s']:.0f} tokens/s -> {resolved.config.output.path}",
         err=True,
     )
+    if line := registry.get("orchestrators", resolved.workflow).cls.summary(metrics):
+        click.echo(line, err=True)
 
 
 def _resolve(

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
 from ray.exceptions import ObjectLostError
-from ray.util import metrics
 
 from matrix_core.agent import AgentContext
+from matrix_core.backends.base import set_current_task_id
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.offload import LOST, materialize, offload
 from matrix_core.engine.peers import Peers
+from matrix_core.engine.telemetry import AgentTelemetry
 from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import Orchestrator
 
@@ -58,10 +60,7 @@ class AgentActor:
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0
         self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0, "tokens": 0}
-        self._hops = metrics.Counter("matrix_hops", "Agent steps run", tag_keys=("role",))
-        self._hops.set_default_tags({"role": role})
-        self._depth = metrics.Gauge("matrix_inbox_depth", "Tasks waiting in an agent's inbox", tag_keys=("role",))
-        self._depth.set_default_tags({"role": role})
+        self.telemetry = AgentTelemetry(role)
         self._workers: list[asyncio.Task] = []
 
     async def start(
@@ -77,7 +76,7 @@ class AgentActor:
         for task in tasks:
             self.held[task.id] += 1
             await self.inbox.put(task)
-        self._depth.set(self.inbox.qsize())
+        self.telemetry.inbox(self.inbox.qsize())
         return self.inbox.qsize() + self.stepping
 
     def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
@@ -92,8 +91,9 @@ class AgentActor:
 
     def get_stats(self) -> dict[str, int]:
         """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once."""
-        assert self.peers is not None
-        return {**self.stats, "rerouted": self.peers.rerouted}
+        self.telemetry.flush()  # the driver asks often, and once more at the end: a cheap time to export metrics
+        # no peers yet: the run failed while this actor was still starting (another role's backend check failed)
+        return {**self.stats, "rerouted": self.peers.rerouted if self.peers else 0}
 
     def ping(self) -> bool:
         """Liveness probe."""
@@ -103,6 +103,7 @@ class AgentActor:
         assert self.peers is not None
         while True:
             task = await self.inbox.get()
+            set_current_task_id(task.id)  # in this worker's own context: backends may route by task (sticky)
             self.stepping += 1
             self.stats["max_in_step"] = max(self.stats["max_in_step"], self.stepping)
             try:
@@ -123,18 +124,19 @@ class AgentActor:
             task.status = LOST
             self.peers.send_to_collector(task)
             return
-        tokens_before = task.prompt_tokens + task.completion_tokens
+        prompt_before, completion_before, started = task.prompt_tokens, task.completion_tokens, time.monotonic()
         try:
             task = await self._step(task)
             task.hops += 1
-            self.stats["tokens"] += task.prompt_tokens + task.completion_tokens - tokens_before
+            prompt, completion = task.prompt_tokens - prompt_before, task.completion_tokens - completion_before
+            self.stats["tokens"] += prompt + completion
+            self.telemetry.step(time.monotonic() - started, prompt, completion)
             self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
         except Exception as error:  # the engine failed this one task: it ends, the run goes on
             logger.exception("task %s: %s failed outside its step", task.id, self.role)
             task.finish("error", f"engine: {type(error).__name__}: {error}")
         self.peers.send(task)
         self.stats["steps"] += 1
-        self._hops.inc()
 
     async def _step(self, task: Orchestrator) -> Orchestrator:
         """Run the agent's step, retrying with exponential backoff and jitter; after ``max_retries`` the task
@@ -148,6 +150,7 @@ class AgentActor:
                 if retryable and attempt < self.run_config["max_retries"]:
                     attempt += 1
                     self.stats["retries"] += 1
+                    self.telemetry.retry()
                     delay = self.run_config["retry_backoff_s"] * 2 ** (attempt - 1) * (0.5 + random.random())
                     logger.debug("task %s: %s step failed (%r), retry %d", task.id, self.role, error, attempt)
                     await asyncio.sleep(delay)
@@ -156,6 +159,7 @@ class AgentActor:
                 status, reason = _outcome(error)
                 task.finish(status, reason)
                 self.stats["errors"] += 1
+                self.telemetry.error()
                 return task
 
 

@@ -17,6 +17,7 @@ from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.inputs import BadRow, read_rows
 from matrix_core.engine.offload import LOST, materialize, release
 from matrix_core.engine.peers import Peers
+from matrix_core.engine.telemetry import CollectorTelemetry
 from matrix_core.orchestrator import Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Collector:
         self.slots = asyncio.Semaphore(run_config["max_concurrency"])
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
+        self.telemetry = CollectorTelemetry(partition)
         self.peers: Peers | None = None
         self._idle = asyncio.Event()
         self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
@@ -76,8 +78,16 @@ class Collector:
                 counts["skipped"] += 1
                 continue
             await self.slots.acquire()
-            self._admit(row.id, row.data)
+            try:
+                self._admit(row.id, row.data)
+            except BadRow as error:  # the workflow cannot use a field of this row: name its file and line
+                self.slots.release()
+                if not self.input_config.skip_bad_rows:
+                    raise BadRow(f"{row.where}: {error}", hint=error.hint) from None
+                self.writer.reject.remote({"where": row.where, "error": str(error)})  # only this partition saw it
+                continue
             counts["admitted"] += 1
+            self.telemetry.admitted()
             counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
             if counts["admitted"] % 256 == 0:
                 await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
@@ -91,8 +101,8 @@ class Collector:
 
     def _admit(self, task_id: str, row: dict[str, Any]) -> None:
         assert self.peers is not None
-        self.in_flight[task_id] = row
         task = self.workflow.from_row(task_id, row, self.workflow_config)
+        self.in_flight[task_id] = row
         task.partition = self.partition
         task.seed = zlib.crc32(f"{self.run_config['seed']}:{task_id}".encode())
         if task.next_role() is None:
@@ -149,6 +159,7 @@ class Collector:
 
     def in_flight_count(self) -> int:
         """How many tasks are admitted and not yet finished."""
+        self.telemetry.flush(len(self.in_flight))  # the driver polls this: a cheap time to export metrics
         return len(self.in_flight)
 
     def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:

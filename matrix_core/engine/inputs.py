@@ -1,15 +1,17 @@
-"""Input rows: jsonl, parquet or a local Hugging Face ``datasets`` directory, streamed one row at a time, each with a
-stable id.
+"""Input rows: jsonl (plain or zstd-compressed), parquet or a local Hugging Face ``datasets`` directory, streamed
+one row at a time, each with a stable id.
 
-``input.path`` is a file, a directory of ``.jsonl``/``.json``/``.parquet`` shards, a glob (``data/*.jsonl``), or a
-directory written by ``datasets``' ``save_to_disk``. Nothing is read whole: jsonl goes line by line, parquet and
-Arrow by record batch, so millions of rows cost the memory of one batch.
+``input.path`` is a file, a directory of ``.jsonl``/``.json``/``.jsonl.zst``/``.parquet`` shards, a glob
+(``data/*.jsonl``), or a directory written by ``datasets``' ``save_to_disk``. Nothing is read whole: jsonl goes line
+by line (``.zst`` files decompressed as a stream), parquet and Arrow by record batch, so millions of rows cost the
+memory of one batch. ``input.id_key`` may be a dotted path into nested fields (``metadata.WARC-Record-ID``).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -19,13 +21,14 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 
 from matrix_core.config import InputConfig
 from matrix_core.errors import ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".jsonl.zst": "jsonl", ".parquet": "parquet"}
 """The file suffixes read without ``input.format``, and the format each means."""
 FORMATS = ("jsonl", "parquet", "hf")
 BATCH_ROWS = 1024
@@ -89,7 +92,7 @@ def _sources(path_text: str, format: str | None) -> list[tuple[Path, str]]:
             )
         if format == "hf" or any((path / marker).is_file() for marker in _HF_MARKERS):
             return [(path, "hf")]
-        shards = sorted(child for child in path.iterdir() if child.suffix in SUFFIXES and child.is_file())
+        shards = sorted(child for child in path.iterdir() if _suffix_of(child) in SUFFIXES and child.is_file())
         if not shards:
             raise MatrixError(
                 f"input.path: {path} holds no {', '.join(SUFFIXES)} files and is not a datasets directory"
@@ -102,11 +105,16 @@ def _sources(path_text: str, format: str | None) -> list[tuple[Path, str]]:
 
 def _format_of(path: Path) -> str:
     try:
-        return SUFFIXES[path.suffix]
+        return SUFFIXES[_suffix_of(path)]
     except KeyError:
         raise MatrixError(
             f"{path}: unknown input suffix {path.suffix!r}: set input.format to one of {', '.join(FORMATS)}"
         ) from None
+
+
+def _suffix_of(path: Path) -> str:
+    """``.jsonl.zst`` for a compressed shard, else the last suffix."""
+    return ".jsonl.zst" if path.name.endswith(".jsonl.zst") else path.suffix
 
 
 def _rows(
@@ -130,17 +138,32 @@ def _problem(value: Any, id_key: str) -> str | None:
     """Why a parsed value cannot be a row, or None."""
     if not isinstance(value, dict):
         return f"a row must be a JSON object, got {type(value).__name__}"
-    task_id = value.get(id_key)
+    task_id = _lookup(value, id_key)
     # bool is an int subclass, but True as an id is a data bug, not an id
-    if id_key in value and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)):
+    if task_id is not _MISSING and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)):
         return f"{id_key!r} must be a string or an integer, got {type(task_id).__name__}"
     return None
 
 
+_MISSING = object()
+
+
+def _lookup(data: dict[str, Any], id_key: str) -> Any:
+    """``data[id_key]``; else, for a dotted key, the nested field it names (``metadata.WARC-Record-ID``)."""
+    if id_key in data:
+        return data[id_key]
+    value: Any = data
+    for part in id_key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def _row_id(data: dict[str, Any], id_key: str) -> str:
     """The row's own id, else a hash of its content: the same row gets the same id on every run."""
-    if id_key in data:
-        return str(data[id_key])
+    if (task_id := _lookup(data, id_key)) is not _MISSING:
+        return str(task_id)
     # default=str: parquet and Arrow rows may hold dates or bytes, which have a stable str() but no JSON form
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -154,17 +177,20 @@ def _log_rejected(entry: dict[str, Any]) -> None:
 
 
 def _read_jsonl(path: Path) -> Iterator[_Record]:
-    with _open(path) as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield _Record(where, json.loads(line), line)
-            except UnicodeDecodeError:
-                yield _Record(where, line=line, error="not UTF-8 text")
-            except json.JSONDecodeError as error:
-                yield _Record(where, line=line, error=f"invalid JSON ({error.msg})")
+    with _open(path) as raw, _decompressed(path, raw) as file:
+        try:
+            for number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    yield _Record(where, json.loads(line), line)
+                except UnicodeDecodeError:
+                    yield _Record(where, line=line, error="not UTF-8 text")
+                except json.JSONDecodeError as error:
+                    yield _Record(where, line=line, error=f"invalid JSON ({error.msg})")
+        except zstandard.ZstdError as error:
+            raise MatrixError(f"{path}: not a readable zstd file ({error})") from None
 
 
 def _read_parquet(path: Path) -> Iterator[_Record]:
@@ -215,6 +241,13 @@ def _open(path: Path) -> IO[bytes]:
         return path.open("rb")
     except OSError as error:
         raise MatrixError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _decompressed(path: Path, raw: IO[bytes]) -> IO[bytes]:
+    """``raw`` itself, or for a ``.zst`` file a buffered stream of its decompressed bytes (every frame of it)."""
+    if path.suffix != ".zst":
+        return raw
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False))
 
 
 _READERS: dict[str, Callable[[Path], Iterator[_Record]]] = {

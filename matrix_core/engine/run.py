@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import ray
 from omegaconf import OmegaConf
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from matrix_core.cluster.connect import RayTarget
 from matrix_core.config import InputConfig, ResolvedConfig
 from matrix_core.engine.actors import AgentActor
 from matrix_core.engine.collector import Collector
@@ -48,15 +48,14 @@ def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
             )
 
 
-def run_workflow(resolved: ResolvedConfig, registry: Registry) -> dict[str, Any]:
-    """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``)."""
+def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTarget | None = None) -> dict[str, Any]:
+    """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``), on
+    ``ray_target`` (default: a private local Ray started and stopped by this run) unless Ray is already up."""
     check_output(resolved, registry)
     run = _Run(resolved, registry)  # checks the backends' config and the input before starting anything
     started_ray = not ray.is_initialized()
     if started_ray:
-        # A private local Ray on loopback, started and stopped by this run.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        (ray_target or RayTarget()).init()
     try:
         return run.execute()
     finally:

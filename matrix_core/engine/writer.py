@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util import metrics
 
 from matrix_core.engine.components import import_target
+from matrix_core.engine.telemetry import WriterTelemetry
 from matrix_core.sinks.jsonl import JsonlSink
 
 
@@ -44,8 +44,7 @@ class Writer:
         self.duplicates = 0
         self.rejected_rows = 0
         self.started = time.monotonic()
-        self._finished = metrics.Counter("matrix_tasks_finished", "Tasks finished", tag_keys=("status",))
-        self._tokens = metrics.Counter("matrix_tokens", "Tokens used", tag_keys=("kind",))
+        self.telemetry = WriterTelemetry()
 
     def finished_ids(self) -> set[str]:
         """Ids already in the output or noted as dropped: what ``--resume`` skips."""
@@ -73,10 +72,7 @@ class Writer:
         self.tokens["completion"] += summary["completion_tokens"]
         self.hops += summary["hops"]
         self.workflow_sums.update(summary["metrics"])
-        self._finished.inc(tags={"status": status})
-        for kind in ("prompt", "completion"):
-            if summary[f"{kind}_tokens"]:  # Ray's counters refuse an increment of 0
-                self._tokens.inc(summary[f"{kind}_tokens"], tags={"kind": kind})
+        self.telemetry.finished(status)
 
     def reject(self, entry: dict[str, Any]) -> None:
         """Note a malformed input row that was skipped."""
@@ -85,6 +81,7 @@ class Writer:
 
     def progress(self) -> dict[str, Any]:
         """Tasks finished and failed so far, for the live display (which takes tokens from the agents)."""
+        self.telemetry.flush()  # the driver polls this: a cheap time to export metrics
         return {
             "done": sum(self.counts.values()),
             "failed": self.counts.get("error", 0),
@@ -93,6 +90,7 @@ class Writer:
 
     def close(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Flush and close every file and write ``<stem>.metrics.json``; returns the metrics."""
+        self.telemetry.flush()
         self.sink.close()
         self.dropped.close()
         self.rejected.close()
