@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import Result, Spread, add_common_flags, write
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
@@ -118,14 +120,81 @@ def run_tau2(domain: str, task_ids: list[str], base_url: str, concurrency: int, 
     )
 
 
+def measure_cpu(domain: str, task_ids: list[str], out: Path) -> None:
+    """CPU seconds per task (:mod:`tau2_cpu`, in this process): tau2's own scoring, and matrix-tau2's with one trial
+    (its reward agent computes each task's gold side once, so a task run once pays it in full)."""
+    from matrix_tau2 import catalog
+    from tau2_cpu import measure
+
+    catalog.domain_info(domain)
+    rows = [measure(domain, task_id) for task_id in task_ids]
+    common = sum(row["env_build"] + row["tool_calls"] + row["views"] for row in rows) / len(rows)
+    out.write_text(
+        json.dumps(
+            {
+                "tau2": common + sum(row["score_tau2"] for row in rows) / len(rows),
+                "matrix": common + sum(row["score_first"] for row in rows) / len(rows),
+            }
+        )
+    )
+
+
+class Bench:
+    """The simulated server and the task set, and one run of either runner on a number of cores."""
+
+    def __init__(self, domain: str, task_ids: list[str], base_url: str, work: Path) -> None:
+        self.domain, self.task_ids, self.base_url, self.work = domain, task_ids, base_url, work
+        self.own = [sys.executable, __file__, "--domain", domain]
+        self.rows = work / "rows.jsonl"
+        self.rows.write_text("".join(json.dumps({"id": t, "domain": domain, "task_id": t}) + "\n" for t in task_ids))
+        self.runs = 0
+
+    def run(self, runner: str, concurrency: int, cores: int) -> dict[str, float]:
+        """Tasks/s, tokens/s and mean reward of one run, its processes (Ray's included) held to ``cores`` cores."""
+        self.runs += 1
+        out = self.work / f"{runner}-{self.runs}"
+        if runner == "tau2":
+            child = ["--tau2-child", self.base_url, str(concurrency), ",".join(self.task_ids), f"{out}.json"]
+            _pinned([*self.own, *child], cores)
+            result = json.loads(Path(f"{out}.json").read_text())
+            wall, tokens, reward = result["wall_s"], result["tokens"], result["reward"]
+        else:
+            command = [sys.executable, "-m", "matrix_core", "run", "tau2", "-i", str(self.rows), "-o", f"{out}.jsonl"]
+            command += ["-q", "backend.type=openai"]
+            command += [f"backend.base_url={self.base_url}", f"run.max_concurrency={concurrency}"]
+            command += ["tau2.max_steps=200", "tau2.sampling.max_tokens=null"]
+            command += [f"agents.tool.replicas={cores}", f"agents.reward.replicas={cores}"]
+            _pinned(command, cores)
+            metrics = json.loads(Path(f"{out}.metrics.json").read_text())
+            finished = metrics["status"].get("success", 0)
+            if finished != len(self.task_ids):
+                raise RuntimeError(f"matrix finished {finished} of {len(self.task_ids)} tasks: {metrics['status']}")
+            wall, tokens = metrics["flow_time_s"], metrics["tokens_in"] + metrics["tokens_out"]
+            reward = metrics["workflow"]["reward"]
+        if reward != 1.0:
+            raise RuntimeError(f"{runner} scored {reward} where every task is solved: the runners disagree")
+        return {"tasks_per_s": len(self.task_ids) / wall, "tokens_per_s": tokens / wall}
+
+
+def _pinned(command: list[str], cores: int) -> None:
+    """Run ``command`` on the first ``cores`` cores (children inherit the affinity); raise if it fails."""
+    cpus = set(range(cores))
+    done = subprocess.run(command, preexec_fn=lambda: os.sched_setaffinity(0, cpus), capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr[-3000:]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", default="retail")
-    parser.add_argument("--tasks", type=int, default=24)
+    parser.add_argument("--tasks", type=int, default=64, help="tasks, each with its own scenario and gold actions")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per LLM request")
-    parser.add_argument("--concurrency", default="8,32")
+    parser.add_argument("--concurrency", default="8,16,32,64", help="tasks in flight, comma-separated")
+    parser.add_argument("--scaling-concurrency", type=int, default=32, help="in flight for the 1-core runs")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tau2-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-child", nargs=2, help=argparse.SUPPRESS)
+    add_common_flags(parser)
     args = parser.parse_args()
     os.environ["TAU2_BENCH_DOMAIN"] = args.domain
     if args.serve:
@@ -135,56 +204,98 @@ def main() -> None:
         base_url, concurrency, ids, out = args.tau2_child
         run_tau2(args.domain, ids.split(","), base_url, int(concurrency), Path(out))
         return
+    if args.cpu_child:
+        ids, out = args.cpu_child
+        measure_cpu(args.domain, ids.split(","), Path(out))
+        return
+    if args.smoke:
+        args.tasks, args.latency, args.concurrency, args.repeats, args.scaling_concurrency = 3, 0.01, "3", 1, 0
 
     task_ids = tasks_with_unique_scenarios(args.domain, args.tasks)
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         port_file = work / "server"
         own = [sys.executable, __file__, "--domain", args.domain]
         server = subprocess.Popen([*own, "--latency", str(args.latency), "--serve", str(port_file)])
         try:
+            subprocess.run([*own, "--cpu-child", ",".join(task_ids[:8]), str(work / "cpu.json")], check=True)
+            cpu_per_task = json.loads((work / "cpu.json").read_text())
+            ceiling = {f"cpu_ceiling_{name}": Spread.of([cores / s]) for name, s in cpu_per_task.items()}
             while not port_file.exists():
                 time.sleep(0.2)
-            base_url = port_file.read_text()
-            rows = work / "rows.jsonl"
-            rows.write_text(
-                "".join(json.dumps({"id": t, "domain": args.domain, "task_id": t}) + "\n" for t in task_ids)
-            )
-            print(f"{len(task_ids)} {args.domain} tasks, {args.latency:g} s per LLM request, {cores} cores")
-            print("{:<8} {:>9} {:>8} {:>9} {:>6}".format("runner", "in flight", "tasks/s", "tokens/s", "reward"))
-            for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                for name in ("tau2", "matrix"):
-                    if name == "tau2":
-                        out = work / f"tau2-{concurrency}.json"
-                        child = ["--tau2-child", base_url, str(concurrency), ",".join(task_ids), str(out)]
-                        subprocess.run([*own, *child], check=True)
-                        result = json.loads(out.read_text())
-                        wall, tokens, reward = result["wall_s"], result["tokens"], result["reward"]
-                    else:
-                        output = work / f"matrix-{concurrency}.jsonl"
-                        options = [f"backend.base_url={base_url}", f"run.max_concurrency={concurrency}"]
-                        options += ["tau2.max_steps=200", "tau2.sampling.max_tokens=null"]
-                        command = [
-                            "matrix",
-                            "run",
-                            "tau2",
-                            "-i",
-                            str(rows),
-                            "-o",
-                            str(output),
-                            "-q",
-                            "backend.type=openai",
-                        ]
-                        subprocess.run([*command, *options], check=True)
-                        metrics = json.loads(output.with_name(output.stem + ".metrics.json").read_text())
-                        wall = metrics["flow_time_s"]
-                        tokens = metrics["tokens_in"] + metrics["tokens_out"]
-                        reward = metrics["workflow"]["reward"]
-                    rate = len(task_ids) / wall
-                    print(f"{name:<8} {concurrency:>9} {rate:>8.2f} {tokens / wall:>9.0f} {reward:>6.2f}")
+            bench = Bench(args.domain, task_ids, port_file.read_text(), work)
+            print(f"{len(task_ids)} {args.domain} tasks, {args.latency:g} s per LLM request, {cores} cores", flush=True)
+            rates: dict[tuple[str, int, int], list[dict[str, float]]] = {}
+            runs = [(concurrency, cores) for concurrency in concurrencies]
+            if args.scaling_concurrency:
+                runs.append((args.scaling_concurrency, 1))
+            for repeat in range(args.repeats):
+                for concurrency, on_cores in runs:
+                    for runner in ("tau2", "matrix"):
+                        rate = bench.run(runner, concurrency, on_cores)
+                        rates.setdefault((runner, concurrency, on_cores), []).append(rate)
+                        print(f"  repeat {repeat}: {runner} {concurrency} in flight on {on_cores} cores: {rate}")
         finally:
             server.kill()
+
+    def spread(runner: str, concurrency: int, on_cores: int, metric: str = "tasks_per_s") -> Spread:
+        return Spread.of([rate[metric] for rate in rates[(runner, concurrency, on_cores)]])
+
+    def ratio(top: tuple[str, int, int], bottom: tuple[str, int, int]) -> Spread:
+        pairs = zip(rates[top], rates[bottom], strict=True)
+        return Spread.of([a["tasks_per_s"] / b["tasks_per_s"] for a, b in pairs])
+
+    params = {"domain": args.domain, "tasks": len(task_ids), "latency_s": args.latency}
+    for concurrency in concurrencies:
+        ours = spread("matrix", concurrency, cores)
+        ratios = {"tau2_runner": ratio(("matrix", concurrency, cores), ("tau2", concurrency, cores))}
+        ratios |= {name: Spread.of([s / value.median for s in ours.samples]) for name, value in ceiling.items()}
+        results.append(
+            Result(
+                name="tau2_vs_runner",
+                metric="tasks_per_s",
+                params={**params, "in_flight": concurrency, "cores": cores},
+                ours=ours,
+                baselines={"tau2_runner": spread("tau2", concurrency, cores), **ceiling},
+                ratios=ratios,
+                notes=f"CPU seconds per task (first {min(8, len(task_ids))} tasks): {json.dumps(cpu_per_task)}",
+            )
+        )
+        results.append(
+            Result(
+                name="tau2_vs_runner_tokens",
+                metric="tokens_per_s",
+                params={**params, "in_flight": concurrency, "cores": cores},
+                ours=spread("matrix", concurrency, cores, "tokens_per_s"),
+                baselines={"tau2_runner": spread("tau2", concurrency, cores, "tokens_per_s")},
+            )
+        )
+    if args.scaling_concurrency and cores > 1:
+        top = args.scaling_concurrency
+        if top not in concurrencies:
+            raise SystemExit(f"--scaling-concurrency {top} must be one of --concurrency {args.concurrency}")
+        results.append(
+            Result(
+                name="tau2_scaling",
+                metric="tasks_per_s",
+                params={**params, "in_flight": top, "cores": cores, "compared_with_cores": 1},
+                ours=spread("matrix", top, cores),
+                baselines={
+                    "matrix_1_core": spread("matrix", top, 1),
+                    "tau2_runner": spread("tau2", top, cores),
+                    "tau2_runner_1_core": spread("tau2", top, 1),
+                },
+                ratios={
+                    "matrix_1_core": ratio(("matrix", top, cores), ("matrix", top, 1)),
+                    "tau2_runner_1_core": ratio(("tau2", top, cores), ("tau2", top, 1)),
+                },
+                notes="the ratio against tau2_runner_1_core is tau2's own runner scaling (2 cores over 1), not ours",
+            )
+        )
+    write(f"tau2_vs_runner{args.suffix}", results, args.out, args.smoke, cpu_seconds_per_task=cpu_per_task)
 
 
 if __name__ == "__main__":
