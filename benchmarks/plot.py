@@ -17,6 +17,11 @@ HERE = Path(__file__).parent
 PANELS = (
     ("p2p_vs_baselines", "Coral-like duet: output tokens/s", {"ours": "peer to peer (ours)"}),
     ("fair_matrix_vs_ours", "Collaborative Reasoner: tasks/s", {"ours": "ours", "fair_matrix": "fair-matrix 0.2.6"}),
+    (
+        "tau2_vs_runner",
+        "tau2 retail, solved tasks: tasks/s",
+        {"ours": "matrix run tau2", "tau2_runner": "tau2 run_tasks"},
+    ),
 )
 
 
@@ -43,9 +48,12 @@ def main() -> None:
 
     panels = []
     for name, title, labels in PANELS:  # a benchmark's runs at several sizes may lie in several files
-        documents = [json.loads(path.read_text()) for path in sorted(args.results.glob(f"{name}*.json"))]
+        paths = sorted(args.results.glob(f"{name}*.json"))
+        documents = [document for document in map(json.loads, map(Path.read_text, paths)) if not document["smoke"]]
         if documents:
-            merged = {**documents[0], "results": [result for document in documents for result in document["results"]]}
+            # only the results named after the benchmark (not, say, tau2's tokens/s and scaling results)
+            results = [result for document in documents for result in document["results"] if result["name"] == name]
+            merged = {**documents[0], "results": results}
             panels.append((merged, title, labels))
     if not panels:
         raise SystemExit(f"no results in {args.results}: run the benchmarks first")
@@ -56,7 +64,7 @@ def main() -> None:
             errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
             axis.errorbar(xs, [p[1] for p in points], yerr=errors, marker="o", capsize=3, label=labels.get(name, name))
         axis.set_xscale("log")
-        axis.set_xlabel("in flight (concurrent conversations)")
+        axis.set_xlabel("in flight (concurrent conversations or tasks)")
         axis.set_title(f"{title}\n{document['date'][:10]}, {document['commit']}, {document['machine'].split(',')[0]}")
         axis.set_ylim(bottom=0)
         axis.grid(True, alpha=0.3)

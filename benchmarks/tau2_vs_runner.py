@@ -214,6 +214,8 @@ def main() -> None:
     task_ids = tasks_with_unique_scenarios(args.domain, args.tasks)
     cores = len(os.sched_getaffinity(0))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.scaling_concurrency and args.scaling_concurrency not in concurrencies:
+        raise SystemExit(f"--scaling-concurrency {args.scaling_concurrency} must be one of --concurrency")
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -224,7 +226,10 @@ def main() -> None:
             subprocess.run([*own, "--cpu-child", ",".join(task_ids[:8]), str(work / "cpu.json")], check=True)
             cpu_per_task = json.loads((work / "cpu.json").read_text())
             ceiling = {f"cpu_ceiling_{name}": Spread.of([cores / s]) for name, s in cpu_per_task.items()}
+            deadline = time.monotonic() + 60
             while not port_file.exists():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the simulated server did not start (exit status {server.poll()})")
                 time.sleep(0.2)
             bench = Bench(args.domain, task_ids, port_file.read_text(), work)
             print(f"{len(task_ids)} {args.domain} tasks, {args.latency:g} s per LLM request, {cores} cores", flush=True)
@@ -275,8 +280,6 @@ def main() -> None:
         )
     if args.scaling_concurrency and cores > 1:
         top = args.scaling_concurrency
-        if top not in concurrencies:
-            raise SystemExit(f"--scaling-concurrency {top} must be one of --concurrency {args.concurrency}")
         results.append(
             Result(
                 name="tau2_scaling",

@@ -129,7 +129,7 @@ def redact(config: DictConfig) -> DictConfig:
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             return {
-                key: REDACTED if _is_secret(key) and value is not None else walk(value) for key, value in node.items()
+                key: REDACTED if is_secret(key) and value is not None else walk(value) for key, value in node.items()
             }
         if isinstance(node, list):
             return [walk(item) for item in node]
@@ -138,7 +138,8 @@ def redact(config: DictConfig) -> DictConfig:
     return OmegaConf.create(walk(OmegaConf.to_container(config, resolve=True)))
 
 
-def _is_secret(key: object) -> bool:
+def is_secret(key: object) -> bool:
+    """Whether a config key (``api_key``, ``hf_token``, ...) or a flag's name names a secret."""
     return isinstance(key, str) and key.lower().endswith(SECRET_KEYS)
 
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from matrix_core.backends import Sampling
-from matrix_core.backends.engine_server import HOST, PORT
+from matrix_core.backends.engine_server import HOST, PORT, redact_command
 from matrix_core.backends.vllm import VLLMBackend, VLLMConfig
 from matrix_core.cli import cli
 from matrix_core.errors import ConfigError, MatrixError
@@ -76,7 +76,7 @@ def test_listing_backends_imports_no_engine():
         assert options[name]["engine_args"] == "dict[str, Any] = {}"
 
 
-def test_a_vllm_replica_starts_on_ray_and_answers(ray_session):
+def test_a_vllm_replica_starts_on_ray_and_answers(ray_session, tmp_path):
     config = VLLMConfig(
         type="vllm",
         model="org/tiny",
@@ -86,7 +86,8 @@ def test_a_vllm_replica_starts_on_ray_and_answers(ray_session):
         host="127.0.0.1",
         port_min=0,
         idle_stop_s=2,
-        engine_args={"max_model_len": 2048, "enforce_eager": True},
+        log_dir=str(tmp_path),
+        engine_args={"max_model_len": 2048, "enforce_eager": True, "api_key": "sk-engine-secret"},
     )
 
     async def scenario() -> tuple[str, str | None]:
@@ -106,5 +107,14 @@ def test_a_vllm_replica_starts_on_ray_and_answers(ray_session):
     port = base_url.removesuffix("/v1").rsplit(":", 1)[1]
     assert argv == [
         "--model", "org/tiny", "--host", "127.0.0.1", "--port", port, "--tensor-parallel-size", "1",
-        "--max-model-len", "2048", "--enforce-eager",
+        "--max-model-len", "2048", "--enforce-eager", "--api-key", "sk-engine-secret",
+    ]  # fmt: skip
+    [log] = tmp_path.glob("*.log")
+    assert "--api-key ***" in log.read_text() and "sk-engine-secret" not in log.read_text()
+
+
+def test_secret_flags_are_redacted_for_logs():
+    command = ["vllm", "serve", "--api-key", "sk-1", "--hf-token=hf-2", "--port", "8000", "--tokenizer", "t"]
+    assert redact_command(command) == [
+        "vllm", "serve", "--api-key", "***", "--hf-token=***", "--port", "8000", "--tokenizer", "t",
     ]  # fmt: skip

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix_core.backends.base import BackendError
+from matrix_core.config import REDACTED, is_secret
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Endpoint:
     host: str
     port: int
     command: tuple[str, ...]
+    """The server's command line, secret flags' values shown as ``***``."""
     pid: int
     log_path: str
     health_polls: int
@@ -138,9 +140,10 @@ class EngineServer:
         log_dir = Path(spec.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{self.name}.log"
-        logger.info("%s: starting %s", self.name, " ".join(command))
+        shown = redact_command(command)
+        logger.info("%s: starting %s", self.name, " ".join(shown))
         with log_path.open("ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(shown)}\n".encode())
             log.flush()
             # Its own session, so that stopping it reaches the processes it starts; and it dies with this actor.
             self.process = subprocess.Popen(
@@ -161,7 +164,7 @@ class EngineServer:
             base_url=f"http://{_url_host(host)}:{port}/v1",
             host=host,
             port=port,
-            command=tuple(command),
+            command=tuple(shown),
             pid=self.process.pid,
             log_path=str(log_path),
             health_polls=polls,
@@ -271,6 +274,24 @@ async def _answers(session: Any, url: str, lists_models: bool = False) -> bool:
             return not lists_models or bool((await response.json()).get("data"))
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
         return False
+
+
+def redact_command(command: list[str]) -> list[str]:
+    """``command`` with the value of every secret flag (``--api-key K``, ``--hf-token=T``) replaced by ``***``, to
+    log or show: the server itself gets the real one."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in command:
+        name, equals, _ = arg.partition("=")
+        flag = name.startswith("--") and is_secret(name.lstrip("-").replace("-", "_"))
+        if hide_next:
+            shown.append(REDACTED)
+        elif flag and equals:
+            shown.append(f"{name}={REDACTED}")
+        else:
+            shown.append(arg)
+        hide_next = flag and not equals and not hide_next
+    return shown
 
 
 def _last_line(log_path: Path) -> str:

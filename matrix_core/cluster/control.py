@@ -88,7 +88,7 @@ def _running(name: str) -> ClusterState:
 
 
 def _grow(state: ClusterState, head: HeadInfo, count: int, timeout_s: float) -> list[str]:
-    expected = len(state.worker_jobs) + 1 + count
+    expected = _live_nodes(state) + count  # not the jobs on record: a worker that died is no node any more
     backend = _backend(state)
     jobs = backend.spawn_workers(state, head.address, count)
     state.worker_jobs += jobs
@@ -117,14 +117,20 @@ def _wait_for_head(state: ClusterState, timeout_s: float) -> HeadInfo:
 
 def _wait_for_nodes(state: ClusterState, jobs: list[str], expected: int, timeout_s: float) -> None:
     """Wait until Ray counts ``expected`` live nodes."""
-    target = RayTarget.for_cluster(state)
-    with target.connected():
-        import ray
+    with RayTarget.for_cluster(state).connected():
+        _wait(state, jobs, lambda: _count_live() >= expected or None, timeout_s, "the workers")
 
-        def joined() -> bool:
-            return sum(1 for entry in ray.nodes() if entry["Alive"]) >= expected or None
 
-        _wait(state, jobs, joined, timeout_s, "the workers")
+def _live_nodes(state: ClusterState) -> int:
+    """How many nodes Ray counts alive in the cluster now."""
+    with RayTarget.for_cluster(state).connected():
+        return _count_live()
+
+
+def _count_live() -> int:
+    import ray
+
+    return sum(1 for entry in ray.nodes() if entry["Alive"])
 
 
 def _wait(state: ClusterState, jobs: list[str], ready: Callable[[], Any], timeout_s: float, what: str) -> Any:

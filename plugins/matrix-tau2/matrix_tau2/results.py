@@ -72,14 +72,19 @@ def to_results(domain: str, records: list[dict[str, Any]]) -> Any:
         max_errors=first["max_errors"],
         user_info=UserInfo(
             implementation="matrix_tau2.agents:UserSimulator",
-            llm=first["models"].get("user"),
+            llm=_model(records, "user"),
             global_simulation_guidelines=get_global_user_sim_guidelines(),
         ),
-        agent_info=AgentInfo(implementation="matrix_tau2.agents:Assistant", llm=first["models"].get("assistant")),
+        agent_info=AgentInfo(implementation="matrix_tau2.agents:Assistant", llm=_model(records, "assistant")),
         environment_info=EnvironmentInfo.model_validate(catalog.domain_info(domain).environment_info),
     )
     tasks = [catalog.task(domain, task_id) for task_id in task_ids]
     return Results(info=info, tasks=tasks, simulations=simulations)
+
+
+def _model(records: list[dict[str, Any]], role: str) -> str | None:
+    """The model ``role`` ran on: the first record that names one (a task that failed before any call names none)."""
+    return next((record["models"][role] for record in records if record.get("models", {}).get(role)), None)
 
 
 def summary(results: Any, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def test_gold_trajectories_score_one_and_equal_tau2(domain, scorer):
 
 @pytest.mark.parametrize("domain", ["mock", "airline", "retail", "telecom"])
 def test_perturbed_trajectories_score_as_tau2_does(domain, scorer):
-    checked = 0
+    checked = scored = 0
     for task_id in sample(domain):
         for simulation in (
             gold_simulation(domain, task_id, drop_last_action=True),
@@ -69,7 +69,9 @@ def test_perturbed_trajectories_score_as_tau2_does(domain, scorer):
             if simulation["termination_reason"] == "max_steps":
                 assert expected["reward"] == 0.0
             checked += isinstance(expected, str) or expected["reward"] < 1.0
+            scored += not isinstance(expected, str)
     assert checked >= len(sample(domain)), "every task has a perturbation that loses its reward"
+    assert scored >= len(sample(domain)), "and most are scored, not refused by tau2's evaluator"
 
 
 def test_the_gold_side_is_computed_once_per_task():
