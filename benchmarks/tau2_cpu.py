@@ -5,7 +5,7 @@ Each task replays its gold actions (the trajectory a perfect assistant would pro
 a solved task. CPU time (``time.process_time``) rather than wall time, so that other load on the machine counts
 less. Prints a table per domain and the CPU-bound ceiling (cores / CPU seconds per task).
 
-    python benchmarks/tau2_cpu.py --tasks 5
+    python benchmarks/tau2_cpu.py --tasks 5 [--gc-tuned]
 """
 
 from __future__ import annotations
@@ -106,12 +106,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5, help="tasks per domain (those with gold actions)")
     parser.add_argument("--domains", default="airline,retail,telecom")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--gc-tuned", action="store_true", help="under the garbage-collector settings of matrix-tau2's actors"
+    )
     args = parser.parse_args()
 
-    from matrix_tau2 import catalog
+    from matrix_tau2 import catalog, gc_tuning
 
     for domain in args.domains.split(","):
         catalog.domain_info(domain)  # warm: tasks, policy, tool schemas (once per process)
+        if args.gc_tuned:
+            gc_tuning.tune()
         ids = [t.id for t in catalog._tasks(domain, None).values() if t.evaluation_criteria.actions][: args.tasks]
         rows = [measure(domain, task_id) for task_id in ids]
         mean = {key: statistics.mean(row[key] for row in rows) for key in rows[0]}

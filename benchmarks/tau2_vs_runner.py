@@ -86,16 +86,24 @@ def tasks_with_unique_scenarios(domain: str, count: int) -> list[str]:
     return ids[:count]
 
 
-def run_tau2(domain: str, task_ids: list[str], base_url: str, concurrency: int, out: Path) -> None:
-    """tau2's own runner, in this process (called in a child process by :func:`main`)."""
+TAU2_RUNNERS = {"tau2": "tau2_runner", "tau2-gc": "tau2_runner_gc_tuned"}
+"""tau2's runner as shipped, and under Matrix's garbage-collector settings (the same process otherwise)."""
+
+
+def run_tau2(domain: str, task_ids: list[str], base_url: str, concurrency: int, out: Path, gc_tuned: bool) -> None:
+    """tau2's own runner, in this process (called in a child process by :func:`main`); with ``gc_tuned``, under the
+    garbage-collector settings Matrix's tau2 actors use (:mod:`matrix_tau2.gc_tuning`)."""
     from loguru import logger
 
     logger.disable("tau2")
-    from matrix_tau2 import catalog
+    from matrix_tau2 import catalog, gc_tuning
     from tau2.run import run_tasks
     from tau2.utils.llm_utils import get_token_usage
 
     tasks = [catalog.task(domain, task_id) for task_id in task_ids]
+    if gc_tuned:
+        catalog.domain_info(domain)  # loaded before the freeze, as in the actors
+        gc_tuning.tune()
     args = {"api_base": base_url, "api_key": "EMPTY", "temperature": 0.0}
     started = time.monotonic()
     results = run_tasks(
@@ -121,22 +129,20 @@ def run_tau2(domain: str, task_ids: list[str], base_url: str, concurrency: int, 
 
 
 def measure_cpu(domain: str, task_ids: list[str], out: Path) -> None:
-    """CPU seconds per task (:mod:`tau2_cpu`, in this process): tau2's own scoring, and matrix-tau2's with one trial
-    (its reward agent computes each task's gold side once, so a task run once pays it in full)."""
-    from matrix_tau2 import catalog
+    """CPU seconds per task (:mod:`tau2_cpu`, in this process): tau2's own scoring under the default garbage
+    collector, then matrix-tau2's with one trial (its reward agent computes each task's gold side once, so a task
+    run once pays it in full) under the settings its actors use."""
+    from matrix_tau2 import catalog, gc_tuning
     from tau2_cpu import measure
 
+    def per_task(score: str) -> float:
+        rows = [measure(domain, task_id) for task_id in task_ids]
+        return sum(row["env_build"] + row["tool_calls"] + row["views"] + row[score] for row in rows) / len(rows)
+
     catalog.domain_info(domain)
-    rows = [measure(domain, task_id) for task_id in task_ids]
-    common = sum(row["env_build"] + row["tool_calls"] + row["views"] for row in rows) / len(rows)
-    out.write_text(
-        json.dumps(
-            {
-                "tau2": common + sum(row["score_tau2"] for row in rows) / len(rows),
-                "matrix": common + sum(row["score_first"] for row in rows) / len(rows),
-            }
-        )
-    )
+    tau2 = per_task("score_tau2")
+    gc_tuning.tune()
+    out.write_text(json.dumps({"tau2": tau2, "matrix": per_task("score_first")}))
 
 
 class Bench:
@@ -153,8 +159,9 @@ class Bench:
         """Tasks/s, tokens/s and mean reward of one run, its processes (Ray's included) held to ``cores`` cores."""
         self.runs += 1
         out = self.work / f"{runner}-{self.runs}"
-        if runner == "tau2":
+        if runner in TAU2_RUNNERS:
             child = ["--tau2-child", self.base_url, str(concurrency), ",".join(self.task_ids), f"{out}.json"]
+            child.append("gc-tuned" if runner == "tau2-gc" else "default")
             _pinned([*self.own, *child], cores)
             result = json.loads(Path(f"{out}.json").read_text())
             wall, tokens, reward = result["wall_s"], result["tokens"], result["reward"]
@@ -192,7 +199,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="8,16,32,64", help="tasks in flight, comma-separated")
     parser.add_argument("--scaling-concurrency", type=int, default=32, help="in flight for the 1-core runs")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--tau2-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--tau2-child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--cpu-child", nargs=2, help=argparse.SUPPRESS)
     add_common_flags(parser)
     args = parser.parse_args()
@@ -201,8 +208,8 @@ def main() -> None:
         serve(args.latency, args.serve)
         return
     if args.tau2_child:
-        base_url, concurrency, ids, out = args.tau2_child
-        run_tau2(args.domain, ids.split(","), base_url, int(concurrency), Path(out))
+        base_url, concurrency, ids, out, gc_mode = args.tau2_child
+        run_tau2(args.domain, ids.split(","), base_url, int(concurrency), Path(out), gc_mode == "gc-tuned")
         return
     if args.cpu_child:
         ids, out = args.cpu_child
@@ -239,7 +246,7 @@ def main() -> None:
                 runs.append((args.scaling_concurrency, 1))
             for repeat in range(args.repeats):
                 for concurrency, on_cores in runs:
-                    for runner in ("tau2", "matrix"):
+                    for runner in (*TAU2_RUNNERS, "matrix"):
                         rate = bench.run(runner, concurrency, on_cores)
                         rates.setdefault((runner, concurrency, on_cores), []).append(rate)
                         print(f"  repeat {repeat}: {runner} {concurrency} in flight on {on_cores} cores: {rate}")
@@ -256,7 +263,10 @@ def main() -> None:
     params = {"domain": args.domain, "tasks": len(task_ids), "latency_s": args.latency}
     for concurrency in concurrencies:
         ours = spread("matrix", concurrency, cores)
-        ratios = {"tau2_runner": ratio(("matrix", concurrency, cores), ("tau2", concurrency, cores))}
+        ratios = {
+            name: ratio(("matrix", concurrency, cores), (runner, concurrency, cores))
+            for runner, name in TAU2_RUNNERS.items()
+        }
         ratios |= {name: Spread.of([s / value.median for s in ours.samples]) for name, value in ceiling.items()}
         results.append(
             Result(
@@ -264,7 +274,7 @@ def main() -> None:
                 metric="tasks_per_s",
                 params={**params, "in_flight": concurrency, "cores": cores},
                 ours=ours,
-                baselines={"tau2_runner": spread("tau2", concurrency, cores), **ceiling},
+                baselines={name: spread(runner, concurrency, cores) for runner, name in TAU2_RUNNERS.items()} | ceiling,
                 ratios=ratios,
                 notes=f"CPU seconds per task (first {min(8, len(task_ids))} tasks): {json.dumps(cpu_per_task)}",
             )
@@ -275,7 +285,9 @@ def main() -> None:
                 metric="tokens_per_s",
                 params={**params, "in_flight": concurrency, "cores": cores},
                 ours=spread("matrix", concurrency, cores, "tokens_per_s"),
-                baselines={"tau2_runner": spread("tau2", concurrency, cores, "tokens_per_s")},
+                baselines={
+                    name: spread(runner, concurrency, cores, "tokens_per_s") for runner, name in TAU2_RUNNERS.items()
+                },
             )
         )
     if args.scaling_concurrency and cores > 1:
@@ -288,14 +300,17 @@ def main() -> None:
                 ours=spread("matrix", top, cores),
                 baselines={
                     "matrix_1_core": spread("matrix", top, 1),
-                    "tau2_runner": spread("tau2", top, cores),
-                    "tau2_runner_1_core": spread("tau2", top, 1),
+                    **{name: spread(runner, top, cores) for runner, name in TAU2_RUNNERS.items()},
+                    **{f"{name}_1_core": spread(runner, top, 1) for runner, name in TAU2_RUNNERS.items()},
                 },
                 ratios={
                     "matrix_1_core": ratio(("matrix", top, cores), ("matrix", top, 1)),
-                    "tau2_runner_1_core": ratio(("tau2", top, cores), ("tau2", top, 1)),
+                    **{
+                        f"{name}_1_core": ratio((runner, top, cores), (runner, top, 1))
+                        for runner, name in TAU2_RUNNERS.items()
+                    },
                 },
-                notes="the ratio against tau2_runner_1_core is tau2's own runner scaling (2 cores over 1), not ours",
+                notes="the ratios against tau2_runner*_1_core are tau2's own runner scaling (2 cores over 1), not ours",
             )
         )
     write(f"tau2_vs_runner{args.suffix}", results, args.out, args.smoke, cpu_seconds_per_task=cpu_per_task)

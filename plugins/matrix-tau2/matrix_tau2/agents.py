@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from matrix_core.agent import Agent, AgentContext
 from matrix_core.backends import BackendError, ChatResponse
-from matrix_tau2 import catalog, conversation
+from matrix_tau2 import catalog, conversation, gc_tuning
 from matrix_tau2.config import ChatAgentConfig, RewardConfig, Tau2Config, ToolExecutorConfig, ToolProtocol
 from matrix_tau2.environments import EnvironmentStore
 from matrix_tau2.scoring import Scorer
@@ -23,10 +23,12 @@ class EmptyReplyError(RuntimeError):
 
 
 def warm_up() -> None:
-    """Import tau2 (and litellm, which it imports: seconds) while the actor starts, not in its first step."""
+    """Import tau2 (and litellm, which it imports: seconds) while the actor starts, not in its first step; then
+    tune the garbage collector for building environments (:mod:`matrix_tau2.gc_tuning`)."""
     from tau2.utils import llm_utils  # noqa: F401 - the conversions every step uses
 
     catalog.registry()
+    gc_tuning.tune()
 
 
 class _ChatAgent(Agent):

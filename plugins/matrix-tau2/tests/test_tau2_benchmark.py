@@ -28,6 +28,7 @@ def test_tau2_vs_runner_smoke(tmp_path):
     tasks, tokens = document["results"]
     assert (tasks["name"], tasks["metric"], tasks["params"]["tasks"]) == ("tau2_vs_runner", "tasks_per_s", 3)
     assert tasks["ours"]["median"] > 0 and tasks["baselines"]["tau2_runner"]["median"] > 0
+    assert tasks["baselines"]["tau2_runner_gc_tuned"]["median"] > 0 and "tau2_runner_gc_tuned" in tasks["ratios"]
     assert (
         tasks["baselines"]["cpu_ceiling_tau2"]["median"] > 0 and tasks["baselines"]["cpu_ceiling_matrix"]["median"] > 0
     )
