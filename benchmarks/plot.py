@@ -20,7 +20,11 @@ PANELS = (
     (
         "tau2_vs_runner",
         "tau2 retail, solved tasks: tasks/s",
-        {"ours": "matrix run tau2", "tau2_runner": "tau2 run_tasks"},
+        {
+            "ours": "matrix run tau2",
+            "tau2_runner": "tau2 run_tasks",
+            "tau2_runner_gc_tuned": "tau2 run_tasks, tuned GC",
+        },
     ),
 )
 
@@ -68,7 +72,7 @@ def main() -> None:
         axis.set_title(f"{title}\n{document['date'][:10]}, {document['commit']}, {document['machine'].split(',')[0]}")
         axis.set_ylim(bottom=0)
         axis.grid(True, alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
