@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -14,6 +15,16 @@ from matrix_core import plugins
 from matrix_core.testing import register_plugin
 
 HELLO_PLUGIN = Path(__file__).parent / "fixtures" / "matrix-hello"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the commands the tests interrupt, even when the suite was started in the background.
+
+    A shell without job control starts background commands with SIGINT ignored, and their children inherit that;
+    a handler here is reset to the default in each child, where Python raises KeyboardInterrupt again.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
