@@ -9,7 +9,16 @@ import json
 
 from results import RESULTS_DIR
 
-ORDER = ("efficiency", "hop_rate", "p2p_vs_baselines", "fair_matrix_vs_ours", "memory", "offloading", "tau2_vs_runner")
+ORDER = (
+    "efficiency",
+    "hop_rate",
+    "p2p_vs_baselines",
+    "fair_matrix_vs_ours",
+    "memory",
+    "offloading",
+    "naturalreasoning_partitions",
+    "tau2_vs_runner",
+)
 
 
 def spread(entry: dict) -> str:
