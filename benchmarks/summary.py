@@ -16,8 +16,8 @@ ORDER = (
     "fair_matrix_vs_ours",
     "memory",
     "offloading",
-    "naturalreasoning_partitions",
     "tau2_vs_runner",
+    "naturalreasoning_partitions",
 )
 
 
