@@ -26,7 +26,7 @@ def _client(base_url: str, concurrency: int) -> openai.AsyncOpenAI:
         api_key="EMPTY",
         base_url=base_url,
         timeout=600,
-        max_retries=5,
+        max_retries=5,  # never used here: the simulated GPU does not fail
         http_client=openai.DefaultAioHttpClient(limits=limits),
     )
 

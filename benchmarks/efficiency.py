@@ -44,8 +44,9 @@ def measured(base_url: str, run: Callable[[], None], expected: int) -> float:
     return steady_rate(meter.completion_times)
 
 
-def run_engine(base_url: str, prompts: Path, output: Path, concurrency: int, replicas: int) -> None:
-    """``matrix run inference`` as a user runs it, in its own process."""
+def run_engine(base_url: str, prompts: Path, output: Path, concurrency: int, replicas: int | None) -> None:
+    """``matrix run inference`` as a user runs it, in its own process: the input, the output, the server and the
+    concurrency, nothing else (``replicas`` only when ``--replicas`` asks for an experiment with more actors)."""
     command = [
         sys.executable,
         "-m",
@@ -59,9 +60,9 @@ def run_engine(base_url: str, prompts: Path, output: Path, concurrency: int, rep
         "-q",
         f"backend.base_url={base_url}",
         f"run.max_concurrency={concurrency}",
-        f"agents.model.replicas={replicas}",
-        f"agents.model.max_in_flight={-(-concurrency // replicas)}",
     ]
+    if replicas is not None:
+        command.append(f"agents.model.replicas={replicas}")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6_000)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=2.0, help="mean time of one request")
-    parser.add_argument("--replicas", type=int, default=1, help="actors serving the model role")
+    parser.add_argument("--replicas", type=int, help="actors serving the model role (default: unset, what a user gets)")
     args = parser.parse_args()
     if args.smoke:
         args.requests, args.concurrency, args.seconds, args.repeats = 100, 20, 0.2, 1

@@ -69,7 +69,6 @@ def run_ours(base_url: str, rows: Path, output: Path, concurrency: int) -> dict[
             "coral.max_turns=20",
             "coral.sampling.max_tokens=1024",
             f"run.max_concurrency={concurrency}",
-            *(f"agents.{role}.max_in_flight={concurrency}" for role in ("teacher", "student", "extractor")),
         ],
         "matrix run coral",
     )

@@ -88,7 +88,6 @@ def per_task_rss(in_flight: int, hold_s: float, workdir: Path) -> tuple[float, i
                 "backend.type=relay.none",  # the holder calls no model
                 f"hold.seconds={hold_s}",
                 f"run.max_concurrency={in_flight}",
-                f"agents.holder.max_in_flight={in_flight}",
                 "run.quiet=true",
             ],
         )
@@ -135,7 +134,6 @@ def flat_run(tasks: int, in_flight: int, hops: int, workdir: Path) -> tuple[floa
                 f"relay.hops={hops}",
                 f"run.max_concurrency={in_flight}",
                 "run.quiet=true",
-                *(f"agents.{role}.max_in_flight=256" for role in "abc"),
             ],
         )
     size = output.stat().st_size

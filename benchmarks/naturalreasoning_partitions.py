@@ -106,11 +106,10 @@ def run_engine(base_url: str, rows_path: Path, concurrency: int, partitions: int
         f"output.path={output}",
         "backend.type=openai",
         f"backend.base_url={base_url}",
-        f"backend.max_connections={concurrency}",
-        f"run.partitions={partitions}",
+        f"run.partitions={partitions}",  # the experiment: 20 partitions against 1 at the same total concurrency
         f"run.max_concurrency={-(-concurrency // partitions)}",
         "run.quiet=true",
-        *(f"agents.{role}.max_in_flight={concurrency}" for role in SAMPLING),
+        # The baseline's sampling (max_tokens per stage), so that both send the same requests.
         *(f"agents.{role}.sampling.max_tokens={SAMPLING[role]['max_tokens']}" for role in SAMPLING),
     ]
     workflow = registry.get("orchestrators", "naturalreasoning")
@@ -126,6 +125,7 @@ async def batch_per_stage(base_url: str, rows: list[dict[str, Any]], concurrency
     import openai
 
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # The baseline's own client, not Matrix: its max_retries never fires here (the simulated GPU does not fail).
     client = openai.AsyncOpenAI(
         api_key="EMPTY", base_url=base_url, max_retries=5, http_client=openai.DefaultAsyncHttpxClient(limits=limits)
     )

@@ -79,7 +79,6 @@ def run(base_url: str, rows: Path, output: Path, threshold: int, concurrency: in
             f"run.offload_threshold_bytes={threshold}",
             f"run.max_concurrency={concurrency}",
             "run.quiet=true",
-            *(f"agents.{side}.max_in_flight={concurrency}" for side in duet.SIDES),
         ],
     )
     records = [json.loads(line) for line in output.read_text().splitlines()]

@@ -32,27 +32,20 @@ HERE = Path(__file__).parent
 MAX_TOKENS = 1024
 
 
-def run_engine(base_url: str, rows_path: Path, concurrency: int, replicas: int, workdir: Path) -> None:
-    """One engine run of the duet workflow."""
-    per_actor = -(-concurrency // replicas)
-    engine_runs.run(
-        "duet",
-        [
-            f"input.path={rows_path}",
-            f"output.path={workdir / f'duet-{concurrency}-{os.urandom(4).hex()}.jsonl'}",
-            "backend.type=openai",
-            f"backend.base_url={base_url}",
-            f"backend.max_connections={per_actor}",
-            f"duet.max_tokens={MAX_TOKENS}",
-            f"run.max_concurrency={concurrency}",
-            "run.quiet=true",
-            *(
-                f"agents.{side}.{key}"
-                for side in duet.SIDES
-                for key in (f"replicas={replicas}", f"max_in_flight={per_actor}")
-            ),
-        ],
-    )
+def run_engine(base_url: str, rows_path: Path, concurrency: int, replicas: int | None, workdir: Path) -> None:
+    """One engine run of the duet workflow, set as a user sets it (``replicas`` only when ``--replicas`` asks)."""
+    overrides = [
+        f"input.path={rows_path}",
+        f"output.path={workdir / f'duet-{concurrency}-{os.urandom(4).hex()}.jsonl'}",
+        "backend.type=openai",
+        f"backend.base_url={base_url}",
+        f"duet.max_tokens={MAX_TOKENS}",  # the baselines' max_tokens: the same requests
+        f"run.max_concurrency={concurrency}",
+        "run.quiet=true",
+    ]
+    if replicas is not None:
+        overrides += [f"agents.{side}.replicas={replicas}" for side in duet.SIDES]
+    engine_runs.run("duet", overrides)
 
 
 def run_baseline(drive: Callable[..., Any], base_url: str, rows: list[dict[str, Any]], concurrency: int) -> None:
@@ -75,7 +68,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=1_024, help="the simulated GPU's decode slots")
     parser.add_argument("--decode-tps", type=float, default=200.0, help="per sequence")
     parser.add_argument("--mean-output-tokens", type=float, default=100.0)
-    parser.add_argument("--replicas", type=int, default=2, help="engine actors per role")
+    parser.add_argument("--replicas", type=int, help="engine actors per role (default: unset, what a user gets)")
     args = parser.parse_args()
     if args.smoke:
         args.concurrency, args.conversations, args.repeats, args.slots = [20], 40, 1, 64
