@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from matrix_core.errors import ConfigError, MatrixError, UsageError
@@ -53,7 +53,9 @@ class AgentConfig:
     """``agents.<role>.*``: how many actors serve a role, how many steps each runs at once, its backend."""
 
     replicas: int = 1
-    max_in_flight: int = 64
+    max_in_flight: int | None = None
+    """Steps one actor runs at once; null: as many as the run can have in flight, so that ``run.max_concurrency``
+    alone sets how many requests the backends see. A number caps it (the run says so when the cap binds)."""
     routing: Routing = Routing.least_loaded
     backend: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +68,10 @@ class RunConfig:
     seed: int = 0
     limit: int | None = None
     resume: bool = False
+    retry_errors: bool = False
+    """With ``resume``: run again the tasks whose records ended ``error`` (their records are replaced)."""
+    force: bool = False
+    """With ``resume``: go on even if the input or the settings changed since the run began (``<stem>.run.json``)."""
     partitions: int = 1
     max_retries: int = 3
     retry_backoff_s: float = 0.5
@@ -73,6 +79,9 @@ class RunConfig:
     coalesce: bool = True
     coalesce_window_ms: float = 0.0
     quiet: bool = False
+    outage_timeout_s: float = 600.0
+    """How long a backend may fail every request (admission paused, steps waiting) before the run stops,
+    resumable; 0 stops at once."""
 
 
 @dataclass
@@ -94,12 +103,28 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a value in force came from: its ``kind`` (``default``, ``profile``, ``file``, ``flag``, ``override``)
+    and the place (``my.yaml:3``, ``override 'run.seed=1'``, ``profile demo``)."""
+
+    kind: str
+    where: str
+
+    def __str__(self) -> str:
+        return self.where if self.where.startswith(self.kind) else f"{self.kind} {self.where}"
+
+
+DEFAULT = Origin("default", "default")
+
+
+@dataclass(frozen=True)
 class ConfigSource:
-    """One layer of configuration and where it came from, to name it in errors."""
+    """One layer of configuration and where it came from, to name it in errors; ``kind`` as in :class:`Origin`."""
 
     label: str
     data: DictConfig
     lines: dict[str, int] = field(default_factory=dict)
+    kind: str = "file"
 
     def where(self, key: str) -> str:
         """``label:line`` for ``key`` (or its nearest parent with a known line), else the label."""
@@ -111,16 +136,38 @@ class ConfigSource:
 
 
 @dataclass(frozen=True)
+class ProfileChange:
+    """A value a profile put in force instead of the workflow's reference value."""
+
+    key: str
+    value: Any
+    reference: Any
+
+
+@dataclass(frozen=True)
 class ResolvedConfig:
-    """The validated configuration of one run."""
+    """The validated configuration of one run, where each value came from, and the profile in force."""
 
     workflow: str
     config: DictConfig
     role_backends: dict[str, DictConfig]
+    origins: dict[str, Origin] = field(default_factory=dict)
+    profile: str | None = None
+    profile_changes: list[ProfileChange] = field(default_factory=list)
 
     def to_yaml(self) -> str:
-        """The resolved config as YAML, secrets redacted."""
-        return OmegaConf.to_yaml(redact(self.config))
+        """The resolved config as YAML, secrets redacted, each value followed by where it came from."""
+        return _annotated_yaml(OmegaConf.to_container(redact(self.config), enum_to_str=True), self.origins)
+
+    def profile_note(self) -> str | None:
+        """One line naming the profile in force and each value it changed, with the reference value."""
+        if self.profile is None:
+            return None
+        changes = ", ".join(
+            f"{change.key}={_scalar(change.value)} (reference {_scalar(change.reference)})"
+            for change in self.profile_changes
+        )
+        return f"{self.profile} profile: {changes or 'no value changed'}"
 
 
 def redact(config: DictConfig) -> DictConfig:
@@ -146,6 +193,33 @@ def is_secret(key: object) -> bool:
 # --- sources ---------------------------------------------------------------------------------------------------
 
 
+def _annotated_yaml(node: Any, origins: dict[str, Origin], prefix: str = "", indent: str = "") -> str:
+    """YAML of ``node`` with ``# <origin>`` after each value; a key without a recorded origin is a default."""
+    lines = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines.append(_annotated_yaml(value, origins, path + ".", indent + "  "))
+        else:
+            origin = origins.get(path) or _nearest_origin(origins, path)
+            lines.append(f"{indent}{key}: {_scalar(value)}  # {origin}")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _nearest_origin(origins: dict[str, Origin], key: str) -> Origin:
+    while key:
+        if key in origins:
+            return origins[key]
+        key = key.rpartition(".")[0]
+    return DEFAULT
+
+
+def _scalar(value: Any) -> str:
+    """A value as YAML on one line (``null``, ``[a, b]``, quoted strings where YAML needs them)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip().removesuffix("\n...").strip()
+
+
 def load_file(path: str | Path, label: str | None = None) -> ConfigSource:
     """Read a YAML config file into a source; invalid YAML is an error naming the file and line."""
     path = Path(path)
@@ -157,14 +231,14 @@ def load_file(path: str | Path, label: str | None = None) -> ConfigSource:
     return _parse_yaml(text, label)
 
 
-def load_resource(spec: str) -> ConfigSource:
-    """Read ``"package:file.yaml"`` shipped inside an installed package."""
+def load_resource(spec: str, kind: str = "default") -> ConfigSource:
+    """Read ``"package:file.yaml"`` shipped inside an installed package (a workflow's defaults or a profile)."""
     package, _, name = spec.partition(":")
     try:
         text = resources.files(package).joinpath(name).read_text()
     except (ModuleNotFoundError, OSError) as error:
         raise UsageError(f"{spec}: cannot read default config ({error})") from None
-    return _parse_yaml(text, spec)
+    return dataclasses.replace(_parse_yaml(text, spec), kind=kind)
 
 
 def _resource_path(spec: str) -> Path:
@@ -213,24 +287,36 @@ def parse_overrides(items: Sequence[str]) -> list[ConfigSource]:
             data = OmegaConf.from_dotlist([item])
         except (OmegaConfBaseException, yaml.YAMLError) as error:
             raise ConfigError(f"override {item!r}: {_first_line(error)}") from None
-        sources.append(ConfigSource(f"override {item!r}", data))
+        sources.append(ConfigSource(f"override {item!r}", data, kind="override"))
     return sources
 
 
 def source_from(label: str, values: dict[str, Any]) -> ConfigSource:
     """A source built from a nested dict (command-line flags such as ``-i``)."""
-    return ConfigSource(label, OmegaConf.create(values))
+    return ConfigSource(label, OmegaConf.create(values), kind="flag")
 
 
 # --- resolution ------------------------------------------------------------------------------------------------
 
 
-def resolve(workflow: Component, registry: Registry, sources: Sequence[ConfigSource]) -> ResolvedConfig:
-    """Validate ``sources`` (lowest precedence first) against the schema of ``workflow`` and its components."""
+REFERENCE = "reference"
+"""The profile name that asks for the workflow's defaults, its reference settings, whatever the backend."""
+
+
+def resolve(
+    workflow: Component, registry: Registry, sources: Sequence[ConfigSource], profile: str | None = None
+) -> ResolvedConfig:
+    """Validate ``sources`` (lowest precedence first) against the schema of ``workflow`` and its components.
+
+    The workflow's defaults come first, then ``profile`` (None: its ``demo`` profile with the ``local`` backend,
+    none otherwise; ``reference``: none), then ``sources``."""
     orchestrator = workflow.cls
-    layers = [load_resource(orchestrator.default_config)] if orchestrator.default_config else []
-    layers += sources
-    backend_type = _last_set(layers, "backend.type") or BackendConfig.type
+    defaults = [load_resource(orchestrator.default_config)] if orchestrator.default_config else []
+    backend_type = _last_set([*defaults, *sources], "backend.type") or BackendConfig.type
+    profile = _profile(workflow, profile, backend_type)
+    profiles = [load_resource(orchestrator.profiles[profile], kind="profile")] if profile else []
+    profiles = [dataclasses.replace(layer, label=f"profile {profile} {layer.label}") for layer in profiles]
+    layers = [*defaults, *profiles, *sources]
     backend = _backend_component(registry, backend_type, layers, "backend.type")
     schema = _schema(workflow, registry, backend.cls.config_schema)
     config = OmegaConf.structured(schema)
@@ -249,8 +335,64 @@ def resolve(workflow: Component, registry: Registry, sources: Sequence[ConfigSou
         config.output.path = workflow.name + registry.get("sinks", config.output.sink).cls.suffix
     _check_ranges(config, layers)
     role_backends = {role: _role_backend(config, role, registry, layers) for role in orchestrator.roles}
+    origins = _origins(layers)
+    orchestrator.check_config(config, origins)
+    changes = _profile_changes(config, schema, defaults, origins) if profile else []
     OmegaConf.set_readonly(config, True)
-    return ResolvedConfig(workflow.name, config, role_backends)
+    return ResolvedConfig(workflow.name, config, role_backends, origins, profile, changes)
+
+
+def _profile(workflow: Component, asked: str | None, backend_type: str) -> str | None:
+    """The profile in force: the one asked for, else ``demo`` with the ``local`` backend."""
+    profiles = workflow.cls.profiles
+    if asked is None:
+        return "demo" if backend_type == "local" and "demo" in profiles else None
+    if asked == REFERENCE:
+        return None
+    if asked not in profiles:
+        known = ", ".join([*profiles, REFERENCE])
+        raise UsageError(f"--profile {asked}: workflow {workflow.name!r} has no such profile (its profiles: {known})")
+    return asked
+
+
+def _origins(layers: Sequence[ConfigSource]) -> dict[str, Origin]:
+    """Each dotted key any layer sets -> the last layer that sets it (with its line when known)."""
+    origins = {}
+    for layer in layers:
+        for key in _leaf_keys(OmegaConf.to_container(layer.data, resolve=False)):
+            # an override's label holds its value, which may be a secret: the key is named beside it anyway
+            origins[key] = Origin(layer.kind, "override" if layer.kind == "override" else layer.where(key))
+    return origins
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the values ``node`` sets (an empty mapping sets none: merged, it changes nothing)."""
+    if isinstance(node, dict):
+        return [key for name, value in node.items() for key in _leaf_keys(value, f"{prefix}{name}.")]
+    return [prefix.removesuffix(".")]
+
+
+def _profile_changes(
+    config: DictConfig, schema: type, defaults: Sequence[ConfigSource], origins: dict[str, Origin]
+) -> list[ProfileChange]:
+    """The values the profile put in force (not overridden later), with what the defaults alone give."""
+    reference = OmegaConf.structured(schema)
+    for layer in defaults:
+        reference = OmegaConf.merge(reference, layer.data)
+    changes = []
+    for key, origin in origins.items():
+        if origin.kind == "profile":
+            value = OmegaConf.select(config, key)
+            was = OmegaConf.select(reference, key, default=None)
+            if value != was:
+                changes.append(ProfileChange(key, _plain(value), _plain(was)))
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value.value if isinstance(value, Enum) else value
 
 
 def _schema(workflow: Component, registry: Registry, backend_schema: type) -> type:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from matrix_core.config import Origin
 
 DONE = None
 """What :meth:`Orchestrator.next_role` returns when the task has ended."""
@@ -40,6 +43,12 @@ class Orchestrator(ABC):
       that types it; ``None`` when the workflow has no options of its own.
     - ``default_config``: ``"package:file.yaml"``, the defaults shipped with the plugin, lowest in precedence.
     - ``default_input``: ``"package:data/file.jsonl"``, rows shipped with the plugin, read when no input is given.
+    - ``profiles``: profile name -> ``"package:file.yaml"``, named sets of values laid over the defaults. The
+      defaults are the workflow's reference settings; a ``demo`` profile holds the cuts that make a first run on a
+      laptop quick, and applies by itself with the built-in ``local`` backend (or with ``--profile demo``).
+
+    How input rows become tasks, both class methods a workflow may override: :meth:`expand_row` gives the tasks one
+    row makes (by default one, with the row's id), then :meth:`from_row` builds each.
     """
 
     roles: ClassVar[Mapping[str, str]] = {}
@@ -47,6 +56,7 @@ class Orchestrator(ABC):
     config_schema: ClassVar[type | None] = None
     default_config: ClassVar[str | None] = None
     default_input: ClassVar[str | None] = None
+    profiles: ClassVar[Mapping[str, str]] = {}
 
     id: str
     row: dict[str, Any]
@@ -59,6 +69,18 @@ class Orchestrator(ABC):
     partition: int = 0
     seed: int = 0
     """Derived from ``run.seed`` and the task id: stable across runs and ``--resume``, for agents' random choices."""
+
+    @classmethod  # noqa: B027 - optional hook
+    def check_config(cls, config: Any, origins: Mapping[str, Origin]) -> None:
+        """Refuse, with a :class:`~matrix_core.errors.ConfigError` naming the key and where it was set, a setting
+        this workflow cannot honour in the run's mode, rather than ignore it. ``config`` is the whole resolved
+        configuration; ``origins`` tells where each dotted key's value came from. By default nothing is refused."""
+
+    @classmethod
+    def expand_row(cls, id: str, row: dict[str, Any], config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The tasks one input row makes, each as (task id, row); by default the row itself. A workflow that runs a
+        row several times (tau2's trials) returns one entry per run, each with its own id."""
+        return [(id, row)]
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Any) -> Orchestrator:
@@ -73,6 +95,12 @@ class Orchestrator(ABC):
         """End the task with a terminal ``status`` (``success``, ``error``, ``filtered``, ...) and a reason."""
         self.status = status
         self.reason = reason
+
+    def step_failed(self, role: str, status: str, reason: str) -> None:
+        """End the task after its ``role`` step failed for good (not retryable, or its ``run.max_retries`` spent).
+        By default ``finish(status, reason)``; a workflow may instead record the failure and route the task on
+        (tau2 ends the conversation as ``agent_error`` and still scores it)."""
+        self.finish(status, reason)
 
     def add_turn(
         self, role: str, text: str | None, prompt_tokens: int = 0, completion_tokens: int = 0, **extra: Any

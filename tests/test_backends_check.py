@@ -38,7 +38,7 @@ def test_each_failure_is_one_line_and_the_exit_code_says_so(ray_session, server,
     config.write_text(
         "workflow: inference\n"
         f"backend:\n  type: openai\n  base_url: {server.base_url}\n  model: no-such-model\n"
-        "agents:\n  model:\n    backend:\n      base_url: http://127.0.0.1:9/v1\n      max_retries: 0\n"
+        "agents:\n  model:\n    backend:\n      base_url: http://127.0.0.1:9/v1\n"
     )
     result = check("-c", str(config))
     assert result.exit_code == 1

@@ -11,6 +11,7 @@ from matrix_core import config
 from matrix_core.backends import BackendError
 from matrix_core.engine.run import run_workflow
 from matrix_core.errors import MatrixError
+from matrix_core.orchestrator import Orchestrator
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
@@ -181,6 +182,32 @@ def test_partitions_split_the_input(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "run.partitions=3", "run.max_concurrency=4", rows=31)
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(31))
     assert metrics["admitted"] == 31
+
+
+def test_by_default_a_row_is_one_task_with_its_own_id():
+    assert Orchestrator.expand_row("a", {"text": "x"}, None) == [("a", {"text": "x"})]
+
+
+def test_a_row_a_workflow_expands_runs_once_per_task_and_resumes_by_task(toy, tmp_path):
+    rows = [{"id": "a", "copies": 2}, {"id": "b"}, {"id": "c", "copies": 3}, {"id": "d", "copies": "x"}, {"id": "e"}]
+    source, output = write_rows(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    options = ["run.partitions=2", "input.skip_bad_rows=true"]
+    metrics = run_on(toy, source, output, *options, "run.limit=4")
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["a/0", "a/1", "b", "c/0", "c/1", "c/2"], "--limit counts rows"
+    assert len({r["seed"] for r in records}) == 6
+    assert metrics["rejected_rows"] == 1, "the bad row, once: only its own partition reports it"
+
+    metrics = run_on(toy, source, output, *options, "run.resume=true")
+    assert (metrics["skipped_finished"], metrics["admitted"]) == (6, 1)
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert sorted(ids) == ["a/0", "a/1", "b", "c/0", "c/1", "c/2", "e"]
+
+
+def test_an_expanded_id_may_not_repeat_another(toy, tmp_path):
+    source = write_rows(tmp_path / "in.jsonl", [{"id": "a", "copies": 2}, {"id": "a/1"}])
+    with pytest.raises(MatrixError, match=r"in\.jsonl:2: duplicate id 'a/1' \(first at .*in\.jsonl:1\)"):
+        run_on(toy, source, tmp_path / "o.jsonl")
 
 
 def test_counters_reach_prometheus(toy, ray_session, tmp_path):

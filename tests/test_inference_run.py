@@ -28,9 +28,9 @@ def test_the_smallest_useful_run(ray_session, server, tmp_path):
         cli,
         [
             "run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(output), "-q",
-            f"backend.base_url={server.base_url}", "backend.model=fake-model", "backend.max_retries=8",
-            "backend.api_key=sk-test-secret", "inference.sampling.max_tokens=5", "inference.sampling.temperature=0.3",
-            "agents.model.max_in_flight=8",
+            f"backend.base_url={server.base_url}", "backend.model=fake-model", "run.max_retries=8",
+            "run.retry_backoff_s=0.01", "backend.api_key=sk-test-secret", "inference.sampling.max_tokens=5",
+            "inference.sampling.temperature=0.3", "agents.model.max_in_flight=8",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -55,7 +55,7 @@ def test_the_smallest_useful_run(ray_session, server, tmp_path):
 def test_an_unreachable_server_fails_the_run_at_start_up_in_one_line(ray_session, tmp_path):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": "yo"}\n')
     args = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q"]
-    result = CliRunner().invoke(cli, [*args, "backend.base_url=http://127.0.0.1:9/v1", "backend.max_retries=0"])
+    result = CliRunner().invoke(cli, [*args, "backend.base_url=http://127.0.0.1:9/v1"])
     assert result.exit_code == 1
     assert result.output.splitlines()[0] == "Error: http://127.0.0.1:9/v1: Connection error."
     assert "Traceback" not in result.output
@@ -77,8 +77,7 @@ def test_a_server_failing_mid_run_is_an_error_per_task_and_the_run_goes_on(ray_s
         result = CliRunner().invoke(
             cli,
             [
-                *args, f"backend.base_url={failing.base_url}", "backend.max_retries=0", "run.max_retries=2",
-                "run.retry_backoff_s=0.01",
+                *args, f"backend.base_url={failing.base_url}", "run.max_retries=2", "run.retry_backoff_s=0.01",
             ],
         )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -87,6 +86,8 @@ def test_a_server_failing_mid_run_is_an_error_per_task_and_the_run_goes_on(ray_s
     assert records[0]["reason"].startswith(f"{failing.base_url} answered HTTP 500")
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["retries"] == 2 * 2, "a backend failure is retried run.max_retries times"
+    assert failing.stats()["requests"] == 2 * 3, "one request per attempt: the client itself does not retry"
+    assert metrics["backend_outages"] == 0, "the server answered its probes: these requests failed, not the server"
 
 
 def test_a_missing_base_url_is_one_line_before_any_actor_starts(tmp_path):

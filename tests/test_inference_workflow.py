@@ -112,6 +112,6 @@ def test_registered_with_its_default_config():
     overrides = parse_overrides(["backend.base_url=http://127.0.0.1:1/v1", "inference.sampling.temperature=0.2"])
     resolved = resolve(workflow, registry, overrides)
     assert resolved.config.backend.type == "openai"
-    assert resolved.config.backend.max_retries == OpenAIConfig.max_retries
+    assert resolved.config.backend.timeout_s == OpenAIConfig.timeout_s
     assert resolved.config.inference.system_prompt is None
     assert resolved.config.inference.sampling.temperature == 0.2

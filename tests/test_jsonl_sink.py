@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from matrix_core.errors import MatrixError
+from matrix_core.sinks import Sink
 from matrix_core.sinks.jsonl import JsonlSink
 
 
@@ -52,3 +54,88 @@ def test_a_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
     path.write_bytes(b'{"id": "a"}\nnot json\n{"id": "b"}\n')
     with pytest.raises(MatrixError, match=r"out\.jsonl:2: not a record with an 'id'"):
         list(JsonlSink(path).finished_ids())
+
+
+def test_finished_lists_each_record_with_its_status(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a", "status": "success"}\n{"id": 2, "status": "error"}\n{"id": "c"}\n{"id": "d", "st')
+    assert list(JsonlSink(path).finished()) == [("a", "success"), ("2", "error"), ("c", "")]
+    assert list(JsonlSink(tmp_path / "none.jsonl").finished()) == []
+
+
+def test_remove_rewrites_the_file_without_those_records_through_a_synced_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "status": "error"}\n{"id": "b", "status": "success"}\n{"id": 3, "status": "error"}\n'
+    )
+    synced, replaced = [], []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda source, target: (replaced.append((source, target)), real_replace(source, target))
+    )
+    JsonlSink(path).remove({"a", "3"})
+    assert path.read_bytes() == b'{"id": "b", "status": "success"}\n'
+    assert replaced == [(tmp_path / "out.jsonl.tmp", path)] and len(synced) == 1, "synced, then renamed over it"
+    assert sorted(child.name for child in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_remove_drops_a_torn_last_line_and_appending_goes_on(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "sta')
+    sink = JsonlSink(path)
+    sink.remove({"a"})
+    assert path.read_bytes() == b'{"id": "b"}\n'
+    sink.write({"id": "a"})
+    sink.close()
+    assert path.read_bytes() == b'{"id": "b"}\n{"id": "a"}\n'
+
+
+def test_remove_of_ids_not_in_the_file_leaves_it_as_it_was(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b')
+    before = path.stat()
+    JsonlSink(path).remove({"x"})
+    JsonlSink(tmp_path / "none.jsonl").remove({"x"})
+    assert path.read_bytes() == b'{"id": "a"}\n{"id": "b' and path.stat().st_ino == before.st_ino
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_remove_after_writing_goes_on_appending_to_the_new_file(tmp_path):
+    sink = JsonlSink(tmp_path / "out.jsonl")
+    sink.write({"id": "a"})
+    sink.write({"id": "b"})
+    sink.remove({"a"})
+    sink.write({"id": "c"})
+    sink.close()
+    assert list(JsonlSink(sink.path).finished_ids()) == ["b", "c"]
+
+
+def test_a_failed_remove_leaves_the_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n')
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        JsonlSink(path).remove({"a"})
+    assert path.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'
+    assert sorted(child.name for child in tmp_path.iterdir()) == ["out.jsonl"], "no temporary file is left"
+
+
+def test_jsonl_sinks_can_remove_and_a_sink_without_remove_cannot(tmp_path):
+    class AppendOnly(Sink):
+        def finished_ids(self):
+            return iter(())
+
+        def write(self, record):
+            pass
+
+        def close(self):
+            pass
+
+    assert JsonlSink.can_remove() and not AppendOnly.can_remove()
+    with pytest.raises(NotImplementedError):
+        AppendOnly(tmp_path / "x").remove({"a"})

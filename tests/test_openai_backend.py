@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -13,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from matrix_core.backends import BackendError, ChatResponse, Sampling
-from matrix_core.backends.openai import OpenAIBackend, OpenAIConfig
+from matrix_core.backends.openai import MAX_RETRY_AFTER_S, OpenAIBackend, OpenAIConfig, retry_after
 from matrix_core.errors import ConfigError
 from matrix_core.plugins import load_plugins
 from matrix_core.testing import FakeOpenAIServer
@@ -114,41 +116,59 @@ def test_tools_give_tool_calls():
     assert chat_bodies(server)[0]["tools"] == [tool]
 
 
-def test_rate_limits_are_retried_after_retry_after():
-    response, server = serve(chat_once(), script=[429, 429], retry_after_s=0.01)
-    assert response.finish_reason == "stop"
-    assert server.stats()["rate_limited"] == 2
-    assert server.stats()["requests"] == 3
+def failure(**server_options: Any) -> tuple[BackendError, FakeOpenAIServer]:
+    """The error one chat raises against a server set up to fail it, and the server."""
+
+    async def scenario(server: FakeOpenAIServer) -> BackendError:
+        with pytest.raises(BackendError) as error:
+            await chat_once()(server)
+        return error.value
+
+    return serve(scenario, **server_options)
 
 
-def test_server_errors_are_retried():
-    response, server = serve(chat_once(), script=[500])
-    assert response.finish_reason == "stop"
-    assert (server.stats()["failures"], server.stats()["requests"]) == (1, 2)
+def test_one_request_per_chat_the_engine_retries():
+    """The SDK's own retries are off: one failing chat is one request, whatever the failure."""
+    for options in ({"script": [500]}, {"script": [429]}, {"failure_rate": 1.0}, {"rate_limit_rate": 1.0}):
+        _, server = failure(**options)
+        assert server.stats()["requests"] == 1, options
 
 
-def test_persistent_failure_raises_after_max_retries():
-    with pytest.raises(BackendError, match="HTTP 429") as limited:
-        serve(chat_once(max_retries=2), rate_limit_rate=1.0, retry_after_s=0.01)
-    assert "\n" not in str(limited.value)
+def test_failures_say_whether_to_retry_and_how_long_to_wait():
+    error, _ = failure(script=[429], retry_after_s=2.5)
+    assert (error.retryable, error.unavailable, error.retry_after_s) == (True, True, 2.5)
+    assert "HTTP 429" in str(error) and "\n" not in str(error)
+    error, _ = failure(script=[429], retry_after_s=0.25, retry_after_headers=["retry-after-ms"])
+    assert error.retry_after_s == 0.25, "Azure's retry-after-ms"
+    error, _ = failure(script=[500])
+    assert (error.retryable, error.unavailable, error.retry_after_s) == (True, True, None)
+    error, _ = failure(script=[400])
+    assert (error.retryable, error.unavailable) == (False, False), "a request the server will never take"
+    error, _ = failure(script=[408])
+    assert (error.retryable, error.unavailable) == (True, False)
 
-    async def count_requests(server: FakeOpenAIServer) -> int:
-        with pytest.raises(BackendError, match="HTTP 500"):
-            await chat_once(max_retries=0)(server)
-        return server.stats()["requests"]
 
-    requests, _ = serve(count_requests, failure_rate=1.0)
-    assert requests == 1
+def test_retry_after_headers_in_seconds_milliseconds_or_a_date():
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after({}) is None and retry_after({"retry-after": "soon"}) is None
+    assert retry_after({"retry-after": "-1"}) is None
+    assert retry_after({"retry-after": "100000"}) == MAX_RETRY_AFTER_S
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < retry_after({"retry-after": in_a_minute}) <= 60
 
 
-def test_persistent_rate_limit_uses_every_retry():
-    async def scenario(server: FakeOpenAIServer) -> int:
-        with pytest.raises(BackendError):
-            await chat_once(max_retries=3)(server)
-        return server.stats()["requests"]
+def test_probe_is_one_token_chat_answered_apart_by_the_test_server():
+    async def scenario(server: FakeOpenAIServer) -> None:
+        async with backend_for(server) as backend:
+            await backend.probe()
+            server.outage = True
+            with pytest.raises(BackendError, match="HTTP 503"):
+                await backend.probe()
 
-    requests, _ = serve(scenario, rate_limit_rate=1.0, retry_after_s=0.01)
-    assert requests == 4
+    _, server = serve(scenario, failure_rate=1.0)
+    assert (server.stats()["probes"], server.stats()["requests"]) == (1, 0)
+    assert chat_bodies(server) == [], "a probe is not recorded: tests see the requests they are about"
 
 
 def test_unreachable_server_is_a_backend_error_with_a_hint():
@@ -159,7 +179,7 @@ def test_unreachable_server_is_a_backend_error_with_a_hint():
     base_url = asyncio.run(stopped_url())
 
     async def scenario() -> None:
-        backend = OpenAIBackend(OpenAIConfig(base_url=base_url, model="m", max_retries=0))
+        backend = OpenAIBackend(OpenAIConfig(base_url=base_url, model="m"))
         try:
             await backend.chat(HELLO, Sampling())
         finally:
@@ -168,6 +188,7 @@ def test_unreachable_server_is_a_backend_error_with_a_hint():
     with pytest.raises(BackendError, match=base_url) as error:
         asyncio.run(scenario())
     assert "base_url" in error.value.hint
+    assert error.value.unavailable and error.value.retryable
 
 
 def authorization(**options: Any) -> str:
@@ -209,8 +230,8 @@ def test_no_served_model_is_a_backend_error():
 
 
 def test_config_is_typed_by_omegaconf():
-    config = OmegaConf.merge(OmegaConf.structured(OpenAIConfig), {"max_retries": "3", "extra_body": {"top_k": 5}})
-    assert OmegaConf.to_object(config).max_retries == 3
+    config = OmegaConf.merge(OmegaConf.structured(OpenAIConfig), {"max_connections": "3", "extra_body": {"top_k": 5}})
+    assert OmegaConf.to_object(config).max_connections == 3
     with pytest.raises(ValidationError):
         OmegaConf.merge(OmegaConf.structured(OpenAIConfig), {"timeout_s": "soon"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -142,7 +144,7 @@ def test_a_failed_close_leaves_the_previous_file_and_the_journal(tmp_path, monke
 def test_the_output_is_replaced_whole_from_a_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "run.parquet"
     replaced = []
-    monkeypatch.setattr(parquet.os, "replace", lambda source, target: replaced.append((source, target)))
+    monkeypatch.setattr(os, "replace", lambda source, target: replaced.append((source, target)))
     sink = ParquetSink(path)
     sink.write({"id": "a"})
     sink.close()
@@ -164,3 +166,70 @@ def test_records_that_fit_no_schema_are_kept_in_the_journal(tmp_path):
 
 def test_parquet_is_a_builtin_sink():
     assert load_plugins().registry.get("sinks", "parquet").cls is ParquetSink
+
+
+def test_finished_lists_the_file_and_the_journal_with_statuses(tmp_path):
+    path = tmp_path / "run.parquet"
+    done = ParquetSink(path)
+    done.write({"id": "a", "status": "success"})
+    done.write({"id": "b", "status": "error"})
+    done.close()
+    crashed_run(path, {"id": "c", "status": "error"})
+    assert list(ParquetSink(path).finished()) == [("a", "success"), ("b", "error"), ("c", "error")]
+
+
+def test_remove_takes_records_out_of_the_file_and_the_journal(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet, "CHUNK_RECORDS", 2)
+    path = tmp_path / "run.parquet"
+    done = ParquetSink(path)
+    for index in range(5):
+        done.write({"id": str(index), "status": "error" if index % 2 else "success", "meta": {"n": index}})
+    done.close()
+    journal = crashed_run(path, {"id": "5", "status": "error"}, {"id": "6", "status": "success", "meta": {"n": 6}})
+    with journal.open("ab") as file:
+        file.write(b'{"id": "7", "st')  # torn by the crash
+    sink = ParquetSink(path)
+    sink.remove({"1", "3", "5"})
+    assert list(sink.finished()) == [("0", "success"), ("2", "success"), ("4", "success"), ("6", "success")]
+    assert sorted(child.name for child in tmp_path.iterdir()) == ["run.parquet", "run.parquet.journal.jsonl"]
+    sink.write({"id": "1", "status": "success", "meta": {"n": 10}})
+    sink.close()
+    assert [(r["id"], r["status"], r["meta"]) for r in read(path)] == [
+        ("0", "success", {"n": 0}),
+        ("2", "success", {"n": 2}),
+        ("4", "success", {"n": 4}),
+        ("6", "success", {"n": 6}),
+        ("1", "success", {"n": 10}),
+    ]
+
+
+def test_remove_replaces_the_parquet_file_whole_and_only_when_it_holds_one_of_the_ids(tmp_path, monkeypatch):
+    path = tmp_path / "run.parquet"
+    done = ParquetSink(path)
+    done.write({"id": 1, "status": "error"})
+    done.write({"id": 2, "status": "success"})
+    done.close()
+    real_replace, replaced = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda *paths: (replaced.append(paths), real_replace(*paths)))
+    ParquetSink(path).remove({"9"})
+    assert replaced == [], "nothing to remove: the file is not rewritten"
+    ParquetSink(path).remove({"1"})
+    assert replaced == [(tmp_path / "run.parquet.tmp", path)]
+    assert read(path) == [{"id": 2, "status": "success"}], "integer ids match by their text"
+
+
+def test_a_failed_remove_leaves_the_parquet_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "run.parquet"
+    done = ParquetSink(path)
+    done.write({"id": "a", "status": "error"})
+    done.close()
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ParquetSink(path).remove({"a"})
+    monkeypatch.undo()
+    assert read(path) == [{"id": "a", "status": "error"}]
+    assert [child.name for child in tmp_path.iterdir()] == ["run.parquet"]

@@ -56,7 +56,7 @@ def test_interrupt_kill_and_resume_give_every_id_exactly_once(make_distribution,
     killed.kill()
     killed.wait(timeout=60)
 
-    finished = start(tmp_path, "--resume", "toy.hops=3")
+    finished = start(tmp_path, "--resume", "agents.b.sleep_s=0.05", "toy.hops=3")  # run.* may change, not those
     _, stderr = finished.communicate(timeout=300)
     assert finished.returncode == 0, stderr
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]

@@ -104,7 +104,9 @@ def test_models_stats_and_recorded_requests():
         post(server, {"model": "a", "messages": user("hi")}, headers={"Authorization": "Bearer k"})
         stats = get(f"http://127.0.0.1:{server.port}/stats")
     assert [model["id"] for model in models["data"]] == ["a", "b"]
-    assert stats == {"requests": 1, "in_flight": 0, "max_in_flight": 1, "failures": 0, "rate_limited": 0, "recorded": 2}
+    assert stats == {
+        "requests": 1, "in_flight": 0, "max_in_flight": 1, "failures": 0, "rate_limited": 0, "probes": 0, "recorded": 2
+    }  # fmt: skip
     listing, chat = server.requests
     assert (listing.method, listing.path, listing.body) == ("GET", "/v1/models", None)
     assert (chat.method, chat.path) == ("POST", "/v1/chat/completions")

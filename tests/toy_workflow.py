@@ -14,6 +14,7 @@ from matrix_core import hookimpl
 from matrix_core.agent import Agent
 from matrix_core.backends import Backend, BackendError, ContentFilterError
 from matrix_core.config import AgentConfig
+from matrix_core.engine.inputs import BadRow
 from matrix_core.orchestrator import DONE, Orchestrator
 
 
@@ -51,6 +52,15 @@ class ToyTask(Orchestrator):
     attempts: int = 0
     failed_hops: list[int] = field(default_factory=list)
     keep_errors: bool = True
+
+    @classmethod
+    def expand_row(cls, id: str, row: dict[str, Any], config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """A row with ``copies`` runs that many times, as ``<id>/0``, ``<id>/1``, ..."""
+        if "copies" not in row:
+            return [(id, row)]
+        if not isinstance(row["copies"], int):
+            raise BadRow(f"copies: not an integer: {row['copies']!r}")
+        return [(f"{id}/{copy}", row) for copy in range(row["copies"])]
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyTask:

@@ -24,15 +24,35 @@ def set_current_task_id(task_id: str | None) -> None:
     _task_id.set(task_id)
 
 
+PROBE_MESSAGES = [{"role": "user", "content": "ping"}]
+"""The chat :meth:`Backend.probe` sends (with ``max_tokens=1``): a scripted test server may answer it apart."""
+
+
 class BackendError(MatrixError):
-    """A chat call that failed: the server kept refusing or erroring after the client's retries, or is unreachable.
-    The engine retries the step (``run.max_retries``) before the task ends with status ``error``."""
+    """A chat call that failed. The engine is the one place that tries a step again (``run.max_retries`` times,
+    waiting at least ``retry_after_s``); clients make one attempt. ``unavailable`` says the server may be down
+    (no connection, a timeout, HTTP 5xx or 429): the engine then checks with :meth:`Backend.probe`, and while the
+    backend does not answer the step waits instead of spending its retries."""
 
     retryable = True
     status = "error"
     """The task's status when this error ends it."""
     reason: str | None = None
     """The task's reason when this error ends it; ``None`` uses the error's message."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        retryable: bool = True,
+        unavailable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.retryable = retryable and type(self).retryable
+        self.unavailable = unavailable
+        self.retry_after_s = retry_after_s
 
 
 class ContentFilterError(BackendError):
@@ -102,6 +122,12 @@ class Backend(ABC):
         tools: list[dict[str, Any]] | None = None,
     ) -> ChatResponse:
         """Send one chat request and return the model's answer."""
+
+    async def probe(self) -> None:
+        """Check that the backend answers, raising :class:`BackendError` if not: the engine calls it after a
+        request failed as ``unavailable``, and every few seconds while the backend is down. By default one chat
+        of one token."""
+        await self.chat(PROBE_MESSAGES, Sampling(max_tokens=1))
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""

@@ -44,8 +44,8 @@ RECOVER_EVERY_S = 2.0
 class EngineConfig(OpenAIConfig):
     """``backend.*`` shared by the engines Matrix launches on Ray (``vllm``, ``sglang``).
 
-    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_retries``,
-    ``max_connections``, ``extra_body`` and ``api_key`` configure each replica's OpenAI client.
+    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_connections``,
+    ``extra_body`` and ``api_key`` configure each replica's OpenAI client.
     """
 
     replicas: int = 1
@@ -77,7 +77,6 @@ class EngineConfig(OpenAIConfig):
     """``least_outstanding`` or ``sticky`` (by task id, for prefix-cache reuse)."""
     log_dir: str | None = None
     """Where each replica's server writes its log, on its node; null: ``<tmp>/matrix-engines``."""
-    max_retries: int = 2
 
 
 class EngineBackend(Backend):
@@ -188,6 +187,7 @@ class EngineBackend(Backend):
                     f"backend '{self.engine}': no replica answers ({down} of {len(replicas)} down, "
                     f"{len(tried)} tried for this request)",
                     hint="replicas that died are restarted up to backend.max_restarts times; see their logs",
+                    unavailable=True,
                 )
             client = replica.client
             replica.in_flight += 1

@@ -1,15 +1,20 @@
 """The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, hosted APIs).
 
-HTTP, retries and backoff are the official ``openai`` SDK's: it retries connection errors, timeouts, 408, 409, 429
-and 5xx with exponential backoff and jitter, honouring ``Retry-After``, up to ``max_retries`` times.
+HTTP is the official ``openai`` SDK's, with its own retries off: the engine is the one place that tries a step
+again (``run.max_retries``), so one step against a dead server costs ``1 + run.max_retries`` requests, not that
+times the SDK's retries. Each failure says what the engine needs: whether trying again can help (not for a 400),
+whether the server may be down (no connection, a timeout, 5xx, 429), and how long a 429 or 503 asked to wait
+(``Retry-After``, ``retry-after-ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +38,8 @@ class OpenAIConfig(BackendConfig):
     """``backend.*`` for ``type=openai``."""
 
     timeout_s: float = 60.0
-    max_retries: int = 5
-    max_connections: int = 1000
+    max_connections: int | None = None
+    """Connections one agent actor's client keeps open; null: no limit beyond the steps the actor runs at once."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra JSON fields sent with every chat request (server-specific options such as vLLM's ``top_k``)."""
 
@@ -92,18 +97,20 @@ class OpenAIBackend(Backend):
         # The SDK's own aiohttp transport, with the SDK's timeouts and redirects. Its default httpx2 pool scans every
         # connection on each request: at 500 requests in flight that cost 2.8-3.2 ms of CPU per request against
         # 1.3-1.5 ms with aiohttp (benchmarks/README.md, efficiency).
+        # aiohttp reads 0 as no limit, and an unset limit as its own default of 100 connections: a cap nobody set.
+        connections = self.config.max_connections or 0
         http_client = openai.DefaultAioHttpClient(
             limits=httpx2.Limits(
-                max_connections=self.config.max_connections,
+                max_connections=connections,
                 # Keep every connection alive: a busy actor would otherwise reopen connections under load.
-                max_keepalive_connections=self.config.max_connections,
+                max_keepalive_connections=connections,
             )
         )
         return openai.AsyncOpenAI(
             api_key=self._api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout_s,
-            max_retries=self.config.max_retries,
+            max_retries=0,  # the engine retries steps: see the module's docstring
             http_client=http_client,
         )
 
@@ -134,12 +141,45 @@ class OpenAIBackend(Backend):
         if isinstance(error, openai.APITimeoutError) and _refused(error):
             message = "Connection error."  # the SDK's aiohttp transport reports a refused connection as a timeout
         if isinstance(error, openai.APIStatusError):
-            message = message.removeprefix(f"Error code: {error.status_code} - ")  # the SDK's, said again below
-            return BackendError(f"{self.config.base_url} answered HTTP {error.status_code}: {message}")
+            status = error.status_code
+            message = message.removeprefix(f"Error code: {status} - ")  # the SDK's, said again below
+            return BackendError(
+                f"{self.config.base_url} answered HTTP {status}: {message}",
+                retryable=status in RETRYABLE_STATUS or status >= 500,
+                unavailable=status == 429 or status >= 500,
+                retry_after_s=retry_after(error.response.headers),
+            )
         return BackendError(
             f"{self.config.base_url}: {message}",
             hint="is the server running, and is backend.base_url right?",
+            unavailable=True,
         )
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+"""Client-error statuses worth a second try (the ``openai`` SDK's own list); every 5xx is too."""
+MAX_RETRY_AFTER_S = 300.0
+"""The longest wait a server's ``Retry-After`` is taken at its word for."""
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds a response asks the client to wait: ``retry-after-ms`` (Azure's), else ``Retry-After`` in seconds
+    or as an HTTP date; None when it says nothing usable."""
+    milliseconds = headers.get("retry-after-ms")
+    seconds: float | None = None
+    try:
+        if milliseconds is not None:
+            seconds = float(milliseconds) / 1000
+        elif (value := headers.get("retry-after")) is not None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (ValueError, TypeError):
+        return None
+    if seconds is None or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 def _refused(error: BaseException) -> bool:

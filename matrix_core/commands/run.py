@@ -18,9 +18,20 @@ from matrix_core.commands.options import address_option, cluster_option, config_
 @click.option("-o", "--output", "output_path", help="Output file (sets output.path).")
 @click.option("--limit", type=click.IntRange(min=0), help="Run only the first N input rows (sets run.limit).")
 @click.option("--resume", is_flag=True, help="Skip tasks already in the output (sets run.resume).")
+@click.option(
+    "--retry-errors", is_flag=True, help="With --resume, run again the tasks that ended error (sets run.retry_errors)."
+)
+@click.option(
+    "--force", is_flag=True, help="With --resume, go on though the input or settings changed (sets run.force)."
+)
 @click.option("--system-prompt", help="System prompt, for workflows that take one (sets <workflow>.system_prompt).")
 @click.option("--skip-bad-rows", is_flag=True, help="Note malformed rows in <output>.rejected.jsonl and go on.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display (sets run.quiet).")
+@click.option(
+    "--profile",
+    help="Lay a named profile of the workflow over its reference defaults (demo: the laptop cuts; reference: none). "
+    "Default: demo with the local backend, none otherwise.",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config, secrets redacted, and exit.")
 @cluster_option
 @address_option
@@ -37,9 +48,12 @@ def run(
     output_path: str | None,
     limit: int | None,
     resume: bool,
+    retry_errors: bool,
+    force: bool,
     system_prompt: str | None,
     skip_bad_rows: bool,
     quiet: bool,
+    profile: str | None,
     print_config: bool,
     cluster: str | None,
     address: str | None,
@@ -60,12 +74,16 @@ def run(
         ("output", "path", output_path),
         ("run", "limit", limit),
         ("run", "resume", resume or None),
+        ("run", "retry_errors", retry_errors or None),
+        ("run", "force", force or None),
         ("run", "quiet", quiet or None),
         ("input", "skip_bad_rows", skip_bad_rows or None),
     ]:
         if value is not None:
             flags[section][key] = value
-    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags, system_prompt))
+    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags, system_prompt, profile))
+    if note := resolved.profile_note():
+        click.echo(note, err=True)
     if print_config:
         click.echo(resolved.to_yaml(), nl=False)
         return
@@ -78,6 +96,13 @@ def run(
         f"{metrics['tokens_per_s']:.0f} tokens/s -> {resolved.config.output.path}",
         err=True,
     )
+    for cap in metrics.get("caps", []):
+        if cap["reached"]:
+            click.echo(
+                f"cap reached: {cap['setting']} held role {cap['role']!r} at {cap['limit']} at once "
+                f"(run.max_concurrency asks {cap['asked']})",
+                err=True,
+            )
     if line := registry.get("orchestrators", resolved.workflow).cls.summary(metrics):
         click.echo(line, err=True)
 
@@ -88,6 +113,7 @@ def _resolve(
     overrides: tuple[str, ...],
     flags: dict[str, Any],
     system_prompt: str | None,
+    profile: str | None,
 ) -> Any:
     from matrix_core import config
     from matrix_core.errors import UsageError
@@ -102,4 +128,4 @@ def _resolve(
     sources = [config.load_file(path) for path in config_files]
     sources.append(config.source_from("command-line options", flags))
     sources += config.parse_overrides(overrides)
-    return config.resolve(component, registry, sources), registry
+    return config.resolve(component, registry, sources, profile), registry

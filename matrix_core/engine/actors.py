@@ -14,8 +14,9 @@ import ray
 from ray.exceptions import ObjectLostError
 
 from matrix_core.agent import AgentContext
-from matrix_core.backends.base import set_current_task_id
+from matrix_core.backends.base import BackendError, set_current_task_id
 from matrix_core.engine.components import build_config, import_target
+from matrix_core.engine.health import BackendHealth
 from matrix_core.engine.offload import LOST, materialize, offload
 from matrix_core.engine.peers import Peers
 from matrix_core.engine.telemetry import AgentTelemetry
@@ -55,10 +56,15 @@ class AgentActor:
         )
         self.agent = agent_cls(context)
         self.run_config = run_config
+        self.health = BackendHealth(self.backend)
+        self.backend_name = backend_config.get("base_url") or backend_config.get("endpoint") or backend_config["type"]
+        # Unset, as many steps at once as the run can have tasks in flight: no per-actor limit below it.
+        self.max_workers = self.config.max_in_flight or run_config["max_concurrency"] * run_config["partitions"]
         self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=run_config["max_concurrency"])
         self.peers: Peers | None = None
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0
+        self.idle_workers = 0
         self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0, "tokens": 0}
         self.telemetry = AgentTelemetry(role)
         self._workers: list[asyncio.Task] = []
@@ -66,16 +72,18 @@ class AgentActor:
     async def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
-        """Learn the peers, open the backend, start ``max_in_flight`` workers."""
+        """Learn the peers and open the backend; workers start as tasks arrive, up to ``max_in_flight``."""
         self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
         await self.backend.start()
-        self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.config.max_in_flight)]
 
     async def deliver(self, tasks: list[Orchestrator]) -> int:
         """Accept tasks into the inbox (waiting while it is full) and report this actor's load."""
         for task in tasks:
             self.held[task.id] += 1
             await self.inbox.put(task)
+            # a worker per task waiting, until the limit: no idle workers held for a concurrency never reached
+            if self.inbox.qsize() > self.idle_workers and len(self._workers) < self.max_workers:
+                self._workers.append(asyncio.ensure_future(self._work()))
         self.telemetry.inbox(self.inbox.qsize())
         return self.inbox.qsize() + self.stepping
 
@@ -93,7 +101,15 @@ class AgentActor:
         """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once."""
         self.telemetry.flush()  # the driver asks often, and once more at the end: a cheap time to export metrics
         # no peers yet: the run failed while this actor was still starting (another role's backend check failed)
-        return {**self.stats, "rerouted": self.peers.rerouted if self.peers else 0}
+        outage = self.health.outage
+        return {
+            **self.stats,
+            "rerouted": self.peers.rerouted if self.peers else 0,
+            "outages": self.health.outages,
+            "backend": self.backend_name,
+            "down_since": outage.since if outage else None,
+            "down_error": outage.error if outage else None,
+        }
 
     def ping(self) -> bool:
         """Liveness probe."""
@@ -102,7 +118,11 @@ class AgentActor:
     async def _work(self) -> None:
         assert self.peers is not None
         while True:
-            task = await self.inbox.get()
+            self.idle_workers += 1
+            try:
+                task = await self.inbox.get()
+            finally:
+                self.idle_workers -= 1
             set_current_task_id(task.id)  # in this worker's own context: backends may route by task (sticky)
             self.stepping += 1
             self.stats["max_in_step"] = max(self.stats["max_in_step"], self.stepping)
@@ -139,25 +159,30 @@ class AgentActor:
         self.stats["steps"] += 1
 
     async def _step(self, task: Orchestrator) -> Orchestrator:
-        """Run the agent's step, retrying with exponential backoff and jitter; after ``max_retries`` the task
-        ends with status ``error``. A :class:`MatrixError` that is not ``retryable`` (bad input) is not retried."""
+        """Run the agent's step, retrying with exponential backoff and jitter (at least as long as the server's
+        ``Retry-After``); after ``max_retries`` the task ends with status ``error``. A :class:`MatrixError` that is
+        not ``retryable`` (bad input) is not retried. A failure while the backend is down is no attempt: the step
+        waits until the backend answers again (:class:`BackendHealth`), then runs again."""
         attempt = 0
         while True:
             try:
                 return await self.agent.step(task)
             except Exception as error:  # one task's failure must not stop the actor: it is the task's outcome
+                if isinstance(error, BackendError) and error.unavailable and await self.health.check(error):
+                    continue
                 retryable = not isinstance(error, MatrixError) or error.retryable
                 if retryable and attempt < self.run_config["max_retries"]:
                     attempt += 1
                     self.stats["retries"] += 1
                     self.telemetry.retry()
                     delay = self.run_config["retry_backoff_s"] * 2 ** (attempt - 1) * (0.5 + random.random())
+                    delay = max(delay, getattr(error, "retry_after_s", None) or 0.0)
                     logger.debug("task %s: %s step failed (%r), retry %d", task.id, self.role, error, attempt)
                     await asyncio.sleep(delay)
                     continue
                 logger.warning("task %s: %s step failed (%d retries): %r", task.id, self.role, attempt, error)
                 status, reason = _outcome(error)
-                task.finish(status, reason)
+                task.step_failed(self.role, status, reason)
                 self.stats["errors"] += 1
                 self.telemetry.error()
                 return task

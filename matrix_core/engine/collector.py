@@ -14,7 +14,7 @@ from ray.exceptions import ObjectLostError
 
 from matrix_core.config import InputConfig
 from matrix_core.engine.components import build_config, import_target
-from matrix_core.engine.inputs import BadRow, read_rows
+from matrix_core.engine.inputs import BadRow, Row, read_rows
 from matrix_core.engine.offload import LOST, materialize, release
 from matrix_core.engine.peers import Peers
 from matrix_core.engine.telemetry import CollectorTelemetry
@@ -49,6 +49,8 @@ class Collector:
         self.telemetry = CollectorTelemetry(partition)
         self.peers: Peers | None = None
         self._idle = asyncio.Event()
+        self.admitting = asyncio.Event()
+        self.admitting.set()
         self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         self._flusher: asyncio.Task | None = None
 
@@ -59,7 +61,8 @@ class Collector:
         self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
 
     async def run(self, finished: set[str]) -> dict[str, int]:
-        """Admit every row of this partition not in ``finished``; return once all have ended."""
+        """Admit every task of this partition's rows (the workflow's ``expand_row``) whose id is not in
+        ``finished``; return once all have ended."""
         assert self.peers is not None
         partitions, limit = self.run_config["partitions"], self.run_config["limit"]
         first_seen: dict[str, str] = {}
@@ -68,29 +71,39 @@ class Collector:
         for index, row in enumerate(rows):
             if limit is not None and index >= limit:
                 break
-            if self.partition == 0:  # every partition reads every row: one checks them all, one holds the ids
-                if row.id in first_seen:
-                    raise BadRow(f"{row.where}: duplicate id {row.id!r} (first at {first_seen[row.id]})")
-                first_seen[row.id] = row.where
-            if index % partitions != self.partition:
+            mine = index % partitions == self.partition
+            if not mine and self.partition != 0:
                 continue
-            if row.id in finished:
-                counts["skipped"] += 1
-                continue
-            await self.slots.acquire()
             try:
-                self._admit(row.id, row.data)
-            except BadRow as error:  # the workflow cannot use a field of this row: name its file and line
-                self.slots.release()
-                if not self.input_config.skip_bad_rows:
-                    raise BadRow(f"{row.where}: {error}", hint=error.hint) from None
-                self.writer.reject.remote({"where": row.where, "error": str(error)})  # only this partition saw it
+                tasks = self.workflow.expand_row(row.id, row.data, self.workflow_config)
+            except BadRow as error:
+                if mine:  # another partition's row is that partition's to report
+                    self._bad_row(row, error)
                 continue
-            counts["admitted"] += 1
-            self.telemetry.admitted()
-            counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
-            if counts["admitted"] % 256 == 0:
-                await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
+            if self.partition == 0:  # every partition reads every row: one checks all their ids, one holds them
+                for task_id, _ in tasks:
+                    if task_id in first_seen:
+                        raise BadRow(f"{row.where}: duplicate id {task_id!r} (first at {first_seen[task_id]})")
+                    first_seen[task_id] = row.where
+            if not mine:
+                continue
+            for task_id, data in tasks:
+                if task_id in finished:
+                    counts["skipped"] += 1
+                    continue
+                await self.admitting.wait()  # paused while a backend is down
+                await self.slots.acquire()
+                try:
+                    self._admit(task_id, data)
+                except BadRow as error:
+                    self.slots.release()
+                    self._bad_row(row, error)
+                    break  # the row is rejected once, its other tasks with it
+                counts["admitted"] += 1
+                self.telemetry.admitted()
+                counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
+                if counts["admitted"] % 256 == 0:
+                    await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
         while self.in_flight:
             self._idle.clear()
             await self._idle.wait()
@@ -98,6 +111,13 @@ class Collector:
             await self._flusher
         await self._flush()
         return {**counts, "readmitted": self.readmitted}
+
+    def _bad_row(self, row: Row, error: BadRow) -> None:
+        """The workflow cannot use a field of ``row``: stop the run naming its file and line or, with
+        ``skip_bad_rows``, note it as rejected (only the row's own partition calls this)."""
+        if not self.input_config.skip_bad_rows:
+            raise BadRow(f"{row.where}: {error}", hint=error.hint) from None
+        self.writer.reject.remote({"where": row.where, "error": str(error)})
 
     def _admit(self, task_id: str, row: dict[str, Any]) -> None:
         assert self.peers is not None
@@ -151,6 +171,14 @@ class Collector:
     def _rejected(self, entry: dict[str, Any]) -> None:
         if self.partition == 0:  # every partition reads every row; one reports the bad ones
             self.writer.reject.remote(entry)
+
+    def pause(self) -> None:
+        """Admit nothing new (a backend is down); tasks in flight go on, re-admissions too."""
+        self.admitting.clear()
+
+    def resume(self) -> None:
+        """Admit again."""
+        self.admitting.set()
 
     def holding(self) -> list[str]:
         """Ids sent to an agent but not yet accepted by it."""

@@ -47,6 +47,13 @@ class ProgressDisplay:
             self._last_log = time.monotonic()
             logger.info("%d done, %s", progress["done"], stats)
 
+    def note(self, line: str) -> None:
+        """Say something the user should know about the run, once, above the live display (or as a log line)."""
+        if self._live is not None:
+            self._live.console.print(line, markup=False, highlight=False)
+        else:
+            logger.warning("%s", line)
+
     def close(self) -> None:
         """Stop the live display."""
         if self._live is not None:

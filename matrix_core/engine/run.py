@@ -13,13 +13,15 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from matrix_core.cluster.connect import RayTarget
 from matrix_core.config import InputConfig, ResolvedConfig
+from matrix_core.engine import fingerprint
 from matrix_core.engine.actors import AgentActor
+from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
 from matrix_core.engine.inputs import read_rows
 from matrix_core.engine.progress import ProgressDisplay
 from matrix_core.engine.writer import Writer, companion
-from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.errors import ConfigError, MatrixError, UsageError
 from matrix_core.registry import Registry
 from matrix_core.sinks.jsonl import JsonlSink
 
@@ -35,17 +37,35 @@ class RunInterrupted(MatrixError):
     exit_code = 130
 
 
+class BackendOutage(MatrixError):
+    """A backend answered nothing for ``run.outage_timeout_s``: the run stopped, its output valid for ``--resume``."""
+
+
 def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
-    """Refuse to start over an existing output unless resuming: a new run must never destroy an earlier one."""
+    """Refuse to start over an existing output unless resuming: a new run must never destroy an earlier one.
+    ``--retry-errors`` and ``--force`` only continue a run, and retrying errors needs a sink that removes records."""
+    run = resolved.config.run
+    for flag, given in (("--retry-errors", run.retry_errors), ("--force", run.force)):
+        if given and not run.resume:
+            raise UsageError(f"{flag} continues a run: pass it with --resume")
+    sink = registry.get("sinks", resolved.config.output.sink)
+    if run.retry_errors and not sink.cls.can_remove():
+        raise MatrixError(f"--retry-errors: sink {sink.name!r} ({sink.target}) cannot remove records")
+    if not run.resume and _has_records(resolved, registry):
+        raise MatrixError(
+            f"{Path(resolved.config.output.path)} exists with finished tasks",
+            hint="pass --resume to continue that run, or choose another -o",
+        )
+
+
+def _has_records(resolved: ResolvedConfig, registry: Registry) -> bool:
+    """Whether the output (or the dropped file beside it) holds a finished task."""
     output = Path(resolved.config.output.path)
     sink = registry.get("sinks", resolved.config.output.sink).cls(output)
-    if resolved.config.run.resume:
-        return
-    for records in (sink, JsonlSink(companion(output, "dropped.jsonl"))):
-        if next(iter(records.finished_ids()), None) is not None:
-            raise MatrixError(
-                f"{output} exists with finished tasks", hint="pass --resume to continue that run, or choose another -o"
-            )
+    return any(
+        next(iter(records.finished_ids()), None) is not None
+        for records in (sink, JsonlSink(companion(output, "dropped.jsonl")))
+    )
 
 
 def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTarget | None = None) -> dict[str, Any]:
@@ -53,6 +73,7 @@ def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTa
     ``ray_target`` (default: a private local Ray started and stopped by this run) unless Ray is already up."""
     check_output(resolved, registry)
     run = _Run(resolved, registry)  # checks the backends' config and the input before starting anything
+    fingerprint.check_and_record(resolved.config, _has_records(resolved, registry))  # --resume: the same run?
     started_ray = not ray.is_initialized()
     if started_ray:
         (ray_target or RayTarget()).init()
@@ -99,6 +120,10 @@ class _Run:
                 "run_config": self.run_config,
             }
         self.policies = {role: config.agents[role].routing.value for role in orchestrator.roles}
+        self.caps = caps(config, resolved.role_backends)
+        self.paused_since: float | None = None
+        self.paused_s = 0.0
+        self.outages = 0
         self.sink_target = registry.get("sinks", config.output.sink).target
         input_config = OmegaConf.to_container(config.input, resolve=True)
         if input_config["path"] is not None:  # actors may not share this process's working directory
@@ -115,7 +140,7 @@ class _Run:
         display = None
         started = time.monotonic()
         try:
-            finished = ray.get(writer.finished_ids.remote()) if config.run.resume else set()
+            finished = ray.get(writer.finished_ids.remote(config.run.retry_errors)) if config.run.resume else set()
             agents = {
                 role: [AgentActor.remote(**spec) for _ in range(config.agents[role].replicas)]
                 for role, spec in self.agent_specs.items()
@@ -132,6 +157,8 @@ class _Run:
             started = time.monotonic()  # from here on tasks flow: the run's own time, without actor start-up
             runs = [collector.run.remote(finished_ref) for collector in collectors]
             display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
+            for cap in self.caps:
+                display.note(f"cap: {cap}")
             counts = self._wait(runs, agents, collectors, writer, display)
         except KeyboardInterrupt:
             raise RunInterrupted(
@@ -154,6 +181,9 @@ class _Run:
         """Close the writer, which writes the metrics file, adding the engine's own counters."""
         stats = {role: _stats_of_live(handles) for role, handles in agents.items()}
         every = [s for role_stats in stats.values() for s in role_stats]
+        most_at_once = {role: max((s["max_in_step"] for s in each), default=0) for role, each in stats.items()}
+        if self.paused_since is not None:
+            self.paused_s += time.monotonic() - self.paused_since
         engine = {
             "admitted": sum(c["admitted"] for c in counts),
             "skipped_finished": sum(c["skipped"] for c in counts),
@@ -162,9 +192,19 @@ class _Run:
             "retries": sum(s["retries"] for s in every),
             "rerouted": sum(s["rerouted"] for s in every),
             "offloaded_texts": sum(s["offloaded"] for s in every),
-            "most_steps_at_once": {
-                role: max((s["max_in_step"] for s in role_stats), default=0) for role, role_stats in stats.items()
-            },
+            "most_steps_at_once": most_at_once,
+            "caps": [
+                {
+                    "role": cap.role,
+                    "setting": cap.setting,
+                    "limit": cap.limit,
+                    "asked": cap.asked,
+                    "reached": cap.reached(most_at_once.get(cap.role, 0)),
+                }
+                for cap in self.caps
+            ],
+            "backend_outages": self.outages,
+            "paused_s": round(self.paused_s, 3),
             "flow_time_s": round(time.monotonic() - started, 3),
         }
         return ray.get(writer.close.remote(engine))
@@ -185,16 +225,41 @@ class _Run:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
             ray.get(ready)
             progress = ray.get(writer.progress.remote())
+            stats = _stats_of_live([a for h in agents.values() for a in h])
             # tokens as agents use them, not only once their tasks finish: long conversations show progress too
-            progress["tokens"] = sum(
-                stats["tokens"] for stats in _stats_of_live([a for h in agents.values() for a in h])
-            )
+            progress["tokens"] = sum(s["tokens"] for s in stats)
+            self._watch_backends(stats, collectors, display)
             in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
             display.update(progress, in_flight)
             if time.monotonic() - last_check >= LIVENESS_EVERY_S:
                 last_check = time.monotonic()
                 self._replace_dead(agents, collectors)
         return ray.get(runs)
+
+    def _watch_backends(self, stats: list[dict[str, Any]], collectors: list[Any], display: ProgressDisplay) -> None:
+        """Pause admission while any actor's backend is down, resume it once all answer, and stop the run when
+        one stayed down past ``run.outage_timeout_s``."""
+        down = sorted((s for s in stats if s["down_since"] is not None), key=lambda s: s["down_since"])
+        timeout = self.config.run.outage_timeout_s
+        if down and self.paused_since is None:
+            self.paused_since = time.monotonic()
+            self.outages += 1
+            ray.get([collector.pause.remote() for collector in collectors])
+            display.note(
+                f"backend {down[0]['backend']} does not answer ({down[0]['down_error']}): admission paused, "
+                f"steps wait for it (at most run.outage_timeout_s={timeout:g}s)"
+            )
+        elif not down and self.paused_since is not None:
+            self.paused_s += time.monotonic() - self.paused_since
+            self.paused_since = None
+            ray.get([collector.resume.remote() for collector in collectors])
+            display.note("backend answers again: admission resumed")
+        if down and time.time() - down[0]["down_since"] >= timeout:
+            raise BackendOutage(
+                f"backend {down[0]['backend']} answered nothing for {timeout:g}s ({down[0]['down_error']}); "
+                "the run stopped",
+                hint="the output is valid: run again with --resume once the backend is back",
+            )
 
     def _replace_dead(self, agents: dict[str, list[Any]], collectors: list[Any]) -> None:
         """Replace every dead agent actor in place, tell everyone, and re-admit the tasks it took with it."""

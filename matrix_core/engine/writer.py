@@ -46,8 +46,13 @@ class Writer:
         self.started = time.monotonic()
         self.telemetry = WriterTelemetry()
 
-    def finished_ids(self) -> set[str]:
-        """Ids already in the output or noted as dropped: what ``--resume`` skips."""
+    def finished_ids(self, retry_errors: bool = False) -> set[str]:
+        """Ids already in the output or noted as dropped: what ``--resume`` skips. With ``retry_errors``
+        (``--retry-errors``), the records of tasks that ended ``error`` are removed first, so that they run again."""
+        if retry_errors:
+            for records in (self.sink, self.dropped):
+                if errors := {record.id for record in records.finished() if record.status == "error"}:
+                    records.remove(errors)
         self.written = set(self.sink.finished_ids()) | set(self.dropped.finished_ids())
         return self.written
 

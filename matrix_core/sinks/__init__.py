@@ -1,5 +1,5 @@
 """Output writers."""
 
-from matrix_core.sinks.base import Sink
+from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
 
-__all__ = ["Sink"]
+__all__ = ["FinishedRecord", "Sink", "replace_atomically"]

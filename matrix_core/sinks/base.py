@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, NamedTuple
+
+
+class FinishedRecord(NamedTuple):
+    """A record already in the output: its task's id and status (``""`` when the record has none)."""
+
+    id: str
+    status: str
 
 
 class Sink(ABC):
     """Writes one record per finished task, durably, so that a crash loses at most the record being written.
 
-    ``suffix`` is the file extension the sink writes (``.jsonl``).
+    ``suffix`` is the file extension the sink writes (``.jsonl``). :meth:`finished` and :meth:`remove` are
+    optional: without them the sink serves every run except ``--resume --retry-errors``.
     """
 
     suffix: ClassVar[str] = ""
@@ -30,3 +40,36 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and close the file."""
+
+    # --- optional: what ``--retry-errors`` needs ---------------------------------------------------------------
+
+    def finished(self) -> Iterator[FinishedRecord]:
+        """Id and status of each record already in the file, recovering from a torn last record."""
+        raise NotImplementedError
+
+    def remove(self, ids: Collection[str]) -> None:
+        """Remove the records of ``ids`` from the file (before the run writes any), atomically: a crash leaves the
+        file as it was or without them (see :func:`replace_atomically`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_remove(cls) -> bool:
+        """Whether the sink implements :meth:`finished` and :meth:`remove`, which ``--retry-errors`` needs."""
+        return cls.finished is not Sink.finished and cls.remove is not Sink.remove
+
+
+@contextmanager
+def replace_atomically(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file to write the new content of ``path`` to: a temporary file beside it (``<name>.tmp``) that
+    replaces ``path`` only once written whole and on disk, so that a crash leaves the old file or the new one."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with temporary.open("wb") as file:
+            yield file
+            file.flush()
+            # on disk before the rename: else a power loss could leave the new name on an empty file
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from matrix_core.errors import MatrixError
-from matrix_core.sinks.base import Sink
+from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
 
 
 class JsonlSink(Sink):
@@ -21,6 +21,26 @@ class JsonlSink(Sink):
         self._file: IO[bytes] | None = None
 
     def finished_ids(self) -> Iterator[str]:
+        return (record.id for _, record in self._lines())
+
+    def finished(self) -> Iterator[FinishedRecord]:
+        return (record for _, record in self._lines())
+
+    def remove(self, ids: Collection[str]) -> None:
+        """Rewrite the file without the records of ``ids`` (and without a torn last line), atomically."""
+        if self._file is not None:  # appending to the file about to be replaced would write to the old one
+            self._file.close()
+            self._file = None
+        unwanted = set(ids)
+        if not any(record.id in unwanted for _, record in self._lines()):
+            return
+        with replace_atomically(self.path) as file:
+            for line, record in self._lines():
+                if record.id not in unwanted:
+                    file.write(line)
+
+    def _lines(self) -> Iterator[tuple[bytes, FinishedRecord]]:
+        """Each complete line with its record's id and status."""
         if not self.path.exists():
             return
         with self.path.open("rb") as file:
@@ -28,11 +48,13 @@ class JsonlSink(Sink):
                 if not line.endswith(b"\n"):
                     return  # torn by a crash mid-write: truncated before appending
                 try:
-                    yield str(json.loads(line)["id"])
+                    record = json.loads(line)
+                    task_id, status = str(record["id"]), record.get("status")
                 except (ValueError, KeyError, TypeError) as error:
                     raise MatrixError(
                         f"{self.path}:{number}: not a record with an 'id' ({error.__class__.__name__})"
                     ) from None
+                yield line, FinishedRecord(task_id, "" if status is None else str(status))
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matrix_core.errors import MatrixError
-from matrix_core.sinks.base import Sink
+from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
 from matrix_core.sinks.jsonl import JsonlSink
 
 CHUNK_RECORDS = 10_000
@@ -36,9 +36,39 @@ class ParquetSink(Sink):
 
     def finished_ids(self) -> Iterator[str]:
         if self.path.exists():
-            for batch in pq.ParquetFile(self.path).iter_batches(columns=["id"]):
-                yield from (str(value) for value in batch.column("id").to_pylist())
+            yield from self._file_ids()
         yield from self.journal.finished_ids()
+
+    def finished(self) -> Iterator[FinishedRecord]:
+        if self.path.exists():
+            file = pq.ParquetFile(self.path)
+            columns = [name for name in ("id", "status") if name in file.schema_arrow.names]
+            for batch in file.iter_batches(columns=columns):
+                ids = batch.column("id").to_pylist()
+                statuses = batch.column("status").to_pylist() if "status" in columns else [None] * len(ids)
+                for task_id, status in zip(ids, statuses, strict=True):
+                    yield FinishedRecord(str(task_id), "" if status is None else str(status))
+        yield from self.journal.finished()
+
+    def remove(self, ids: Collection[str]) -> None:
+        """Remove the records of ``ids`` from the parquet file (rewritten whole, atomically, a batch at a time) and
+        from the journal."""
+        unwanted = set(ids)
+        if self.path.exists() and any(task_id in unwanted for task_id in self._file_ids()):
+            value_set = pa.array(sorted(unwanted), pa.string())
+            with (
+                pq.ParquetFile(self.path) as source,
+                replace_atomically(self.path) as file,
+                pq.ParquetWriter(file, source.schema_arrow) as writer,
+            ):
+                for batch in source.iter_batches():
+                    ids = pc.cast(batch.column("id"), pa.string())
+                    writer.write_batch(batch.filter(pc.invert(pc.is_in(ids, value_set=value_set))))
+        self.journal.remove(unwanted)
+
+    def _file_ids(self) -> Iterator[str]:
+        for batch in pq.ParquetFile(self.path).iter_batches(columns=["id"]):
+            yield from (str(value) for value in batch.column("id").to_pylist())
 
     def write(self, record: dict[str, Any]) -> None:
         self.journal.write(record)
@@ -86,17 +116,8 @@ class ParquetSink(Sink):
         return pa.concat_tables(tables, promote_options="permissive")
 
     def _replace(self, table: pa.Table) -> None:
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with temporary.open("wb") as file:
-                pq.write_table(table, file)
-                file.flush()
-                # on disk before the rename: else a power loss could leave the new name on an empty file
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with replace_atomically(self.path) as file:
+            pq.write_table(table, file)
 
 
 def _journal_records(path: Path) -> Iterator[dict[str, Any]]:

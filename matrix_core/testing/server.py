@@ -29,6 +29,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from matrix_core.backends.base import PROBE_MESSAGES
+
 logger = logging.getLogger(__name__)
 
 _TOOL_WORD = re.compile(r"\btool\b", re.IGNORECASE)
@@ -72,6 +74,12 @@ class FakeOpenAIServer:
     :param content_filter: plays Azure's content filter: called with each chat request's parsed body, it returns
         ``"prompt"`` to refuse the request (HTTP 400, code ``content_filter``), ``"completion"`` to answer with
         finish reason ``content_filter``, or None to let it through.
+    :param port: the port to listen on (0: a free one). Once started, the server keeps its port: ``stop()`` then
+        ``start()`` brings it back at the same address, as a restarted server would.
+
+    The engine's probe of a backend (:data:`~matrix_core.backends.base.PROBE_MESSAGES`, one token) is answered
+    apart: never scripted, failed or delayed, not recorded, and counted in ``probes``, not ``requests``, so that the
+    knobs above fail the requests a test names. Setting :attr:`outage` plays a server that fails everything (HTTP 503).
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class FakeOpenAIServer:
         reply: Callable[[dict[str, Any]], str | list[dict[str, Any]]] | None = None,
         retry_after_headers: Sequence[str] = ("Retry-After",),
         content_filter: Callable[[dict[str, Any]], str | None] | None = None,
+        port: int = 0,
     ) -> None:
         self.latency_s = latency_s
         self.output_tokens = output_tokens
@@ -102,12 +111,16 @@ class FakeOpenAIServer:
         self.content_filter = content_filter
         self.requests: list[RecordedRequest] = []
         """Every request received, oldest first (when ``record`` is on)."""
+        self.outage = False
+        """While True, every chat request, probes included, is answered HTTP 503 (a 5xx storm)."""
         self._script = list(script)
         self._random = random.Random(seed)
         self._ids = itertools.count(1)
-        self._counts = dict.fromkeys(("requests", "in_flight", "max_in_flight", "failures", "rate_limited"), 0)
+        self._counts = dict.fromkeys(
+            ("requests", "in_flight", "max_in_flight", "failures", "rate_limited", "probes"), 0
+        )
         self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._port: int | None = port or None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -122,7 +135,7 @@ class FakeOpenAIServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # A large backlog so that a benchmark opening a thousand connections at once is not refused.
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port or 0, backlog=4096)
         await site.start()
         self._port = self._runner.addresses[0][1]
         logger.debug("fake OpenAI server listening on %s", self.base_url)
@@ -173,30 +186,37 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, int]:
-        """Chat requests received, in flight now and at most, answered 500 (``failures``) and 429."""
+        """Chat requests received, in flight now and at most, answered 5xx (``failures``) and 429, and probes."""
         return {**self._counts, "recorded": len(self.requests)}
 
     # --- routes ------------------------------------------------------------------------------------------------
 
     async def _record(self, request: web.Request) -> Any:
+        """The request's body, parsed; the request is recorded unless it is the engine's probe."""
         body = None
         if request.can_read_body:
             try:
                 body = await request.json()
             except ValueError:
                 body = await request.text()
-        if self.record:
+        if self.record and not _is_probe(body):
             headers, query = CIMultiDict(request.headers), dict(request.query)
             self.requests.append(RecordedRequest(request.method, request.path, headers, body, query, time.monotonic()))
         return body
 
     async def _chat(self, request: web.Request) -> web.Response:
         counts = self._counts
+        body = await self._record(request)
+        if self.outage:
+            counts["failures"] += 1
+            return _error(503, "the fake server is down")
+        if _is_probe(body):
+            counts["probes"] += 1
+            return web.json_response(self._completion(body, "pong"))
         counts["requests"] += 1
         counts["in_flight"] += 1
         counts["max_in_flight"] = max(counts["max_in_flight"], counts["in_flight"])
         try:
-            body = await self._record(request)
             if self.latency_s > 0:
                 await asyncio.sleep(self.latency_s)
             status = self._draw_status()
@@ -299,6 +319,10 @@ class FakeOpenAIServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+
+def _is_probe(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("messages") == PROBE_MESSAGES and body.get("max_tokens") == 1
 
 
 def _text(content: Any) -> str:

@@ -1,10 +1,9 @@
 """The ``azure`` backend: Azure OpenAI deployments through the official SDK's ``AsyncAzureOpenAI`` client.
 
 Everything but the addressing, the credentials, the start-up check and the content filter is the core ``openai``
-backend's: the same pooled client settings, request building, response parsing and retries. The SDK retries
-connection errors, timeouts, 408, 409, 429 and 5xx up to ``backend.max_retries`` times with exponential backoff and
-jitter, except that it waits as long as a 429's ``retry-after-ms`` (Azure's) or ``Retry-After`` header tells, up to
-120 s; a longer delay it does not wait out, and the engine's step retries (``run.max_retries``) take over.
+backend's: the same pooled client settings, request building, response parsing and failure classification. As
+there, the SDK makes one attempt per request: the engine tries a step again (``run.max_retries``), waiting at least
+as long as a 429's ``retry-after-ms`` (Azure's) or ``Retry-After`` header tells.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import httpx2
 import openai
 
 from matrix_core.backends import Backend, BackendError, ChatResponse, ContentFilterError, Sampling
-from matrix_core.backends.openai import OpenAIBackend, OpenAIConfig
+from matrix_core.backends.openai import RETRYABLE_STATUS, OpenAIBackend, OpenAIConfig, retry_after
 from matrix_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -118,7 +117,7 @@ class AzureBackend(OpenAIBackend):
             api_key=self._api_key,
             azure_ad_token_provider=self._tokens,
             timeout=self.config.timeout_s,
-            max_retries=self.config.max_retries,
+            max_retries=0,  # the engine retries steps, as with the openai backend
             http_client=http_client,
         )
 
@@ -151,8 +150,16 @@ class AzureBackend(OpenAIBackend):
             if error.code == CONTENT_FILTER:
                 return ContentFilterError(f"{self._url}: Azure's content filter blocked the prompt{_categories(error)}")
             status = error.status_code
-            return BackendError(f"{self._url} answered HTTP {status}: {message}", hint=_hint(status))
-        return BackendError(f"{self._url}: {message}", hint="is backend.endpoint right, and reachable from here?")
+            return BackendError(
+                f"{self._url} answered HTTP {status}: {message}",
+                hint=_hint(status),
+                retryable=status in RETRYABLE_STATUS or status >= 500,
+                unavailable=status == 429 or status >= 500,
+                retry_after_s=retry_after(error.response.headers),
+            )
+        return BackendError(
+            f"{self._url}: {message}", hint="is backend.endpoint right, and reachable from here?", unavailable=True
+        )
 
 
 def _api_key(config: AzureConfig) -> str | None:

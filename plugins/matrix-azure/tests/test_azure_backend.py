@@ -104,13 +104,12 @@ def test_the_deployment_defaults_to_the_model():
     ("header", "told_s"),
     [("retry-after-ms", 1.2), ("Retry-After", 1.0)],
 )
-def test_a_429_is_retried_after_the_delay_the_server_tells(header, told_s):
-    # The SDK's own first backoff is at most 0.5 s, so a gap of at least told_s proves the header was honoured.
-    response, server = serve(chat_once(), script=[200, 429], retry_after_s=told_s, retry_after_headers=[header])
-    assert response.text == "hello there"
-    refused, retried = chats(server)
-    assert refused.body == retried.body
-    assert retried.received_at - refused.received_at >= told_s
+def test_a_429_tells_the_engine_how_long_to_wait(header, told_s):
+    # One request: the engine retries the step, waiting at least what the server told (tests/test_run_as_asked.py).
+    error, server = serve(chat_once(), script=[200, 429], retry_after_s=told_s, retry_after_headers=[header])
+    assert isinstance(error, BackendError)
+    assert (error.retryable, error.unavailable, error.retry_after_s) == (True, True, told_s)
+    assert len(chats(server)) == 1, "no retry in the client"
 
 
 def test_a_prompt_the_content_filter_blocks_raises_content_filter_error_once():
@@ -153,7 +152,7 @@ def test_a_rejected_key_fails_the_start_up_check():
 
 def test_an_unreachable_endpoint_fails_the_start_up_check():
     async def scenario(server: FakeOpenAIServer) -> BackendError:
-        backend = AzureBackend(AzureConfig(endpoint="http://127.0.0.1:9", deployment="d", api_key=KEY, max_retries=0))
+        backend = AzureBackend(AzureConfig(endpoint="http://127.0.0.1:9", deployment="d", api_key=KEY))
         with pytest.raises(BackendError) as caught:
             await backend.start()
         return caught.value
@@ -195,10 +194,10 @@ def test_the_key_is_never_shown_or_logged(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, the SDK's and its HTTP client's included
 
     async def scenario(server: FakeOpenAIServer) -> list[str]:
-        backend = backend_for(server, api_key=None, max_retries=1)
+        backend = backend_for(server, api_key=None)
         await backend.start()
         shown = [repr(backend.config), repr(AzureConfig(api_key=KEY))]
-        for _ in range(2):  # a 429 retried, then a 500 given up on
+        for _ in range(3):  # a 200, a 429 and a 500: one request each, the engine retries steps
             try:
                 await backend.chat(HELLO, Sampling())
             except BackendError as error:
@@ -206,8 +205,8 @@ def test_the_key_is_never_shown_or_logged(monkeypatch, caplog):
         await backend.close()
         return shown
 
-    shown, server = serve(scenario, script=[200, 429, 200, 500, 500])
+    shown, server = serve(scenario, script=[200, 429, 500])
     assert server.requests[-1].headers["api-key"] == KEY
     assert "HTTP 500" in " ".join(shown)
-    assert caplog.records, "the SDK logged its requests and retries"
+    assert caplog.records, "the SDK logged its requests"
     assert KEY not in " ".join(shown) + caplog.text

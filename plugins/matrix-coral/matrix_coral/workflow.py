@@ -40,6 +40,7 @@ class CoralTask(Orchestrator):
     config_key = "coral"
     config_schema = CoralConfig
     default_config = "matrix_coral:coral.yaml"
+    profiles = {"demo": "matrix_coral:demo.yaml"}
     default_input = "matrix_coral:data/mmlu_sample.jsonl"
 
     question: Question

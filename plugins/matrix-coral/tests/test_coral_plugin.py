@@ -12,7 +12,7 @@ from matrix_coral.questions import parse_question
 
 from matrix_core import config
 from matrix_core.cli import cli
-from matrix_core.errors import ConfigError
+from matrix_core.errors import ConfigError, UsageError
 from matrix_core.plugins import load_plugins
 
 OPENAI = ["backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1"]
@@ -29,23 +29,50 @@ def test_the_plugin_registers_the_workflow_and_its_agents():
     assert info.components == {"orchestrators": ["coral"], "agents": ["coral.collaborator", "coral.extractor"]}
 
 
-def test_defaults_are_the_laptop_demo_on_the_local_backend():
-    result = CliRunner().invoke(cli, ["run", "coral", "--print-config"])
-    if result.exit_code == 0:  # the local backend has landed
-        assert "type: local" in result.output
-    else:
-        assert "backend.type: unknown backend 'local'" in result.output
-    resolved = resolve(*OPENAI).config
-    assert resolved.coral.max_turns == 6
-    assert (resolved.coral.sampling.temperature, resolved.coral.sampling.top_p) == (0.2, 0.9)
-    assert resolved.coral.sampling.max_tokens == 256
-    assert (resolved.coral.extractor_sampling.temperature, resolved.coral.extractor_sampling.max_tokens) == (0.0, 32)
-    assert (resolved.coral.agreement_rule, resolved.coral.keep, resolved.coral.export) == (
-        AgreementRule.strict,
-        KeepRule.all,
-        Export.conversation,
+def resolve_with(profile: str | None, *overrides: str) -> config.ResolvedConfig:
+    registry = load_plugins().registry
+    workflow = registry.get("orchestrators", "coral")
+    return config.resolve(workflow, registry, config.parse_overrides(overrides), profile)
+
+
+def test_a_real_server_gets_collaborative_reasoners_own_settings():
+    resolved = resolve(*OPENAI)
+    assert resolved.profile is None and resolved.profile_note() is None
+    coral = resolved.config.coral
+    assert coral.max_turns == 20
+    assert (coral.sampling.temperature, coral.sampling.top_p, coral.sampling.max_tokens) == (0.2, 0.9, 1024)
+    assert (coral.extractor_sampling.temperature, coral.extractor_sampling.max_tokens) == (0.0, 32)
+    assert (coral.agreement_rule, coral.keep, coral.export) == (AgreementRule.strict, KeepRule.all, Export.conversation)
+    assert resolved.config.input.id_key == "question_id"
+
+
+def test_the_demo_profile_applies_by_itself_on_the_local_backend_and_says_so():
+    resolved = resolve()
+    assert resolved.config.backend.type == "local"
+    assert (resolved.config.coral.max_turns, resolved.config.coral.sampling.max_tokens) == (6, 256)
+    assert resolved.profile_note() == (
+        "demo profile: coral.max_turns=6 (reference 20), coral.sampling.max_tokens=256 (reference 1024)"
     )
-    assert resolved.input.id_key == "question_id"
+    own = resolve("coral.max_turns=10")  # the user's value wins, and the note no longer names it
+    assert own.config.coral.max_turns == 10
+    assert own.profile_note() == "demo profile: coral.sampling.max_tokens=256 (reference 1024)"
+    assert resolve_with("reference").config.coral.max_turns == 20
+    assert resolve_with("demo", *OPENAI).config.coral.max_turns == 6
+    with pytest.raises(UsageError, match=r"--profile fast: workflow 'coral' has no such profile .*demo, reference"):
+        resolve_with("fast")
+
+
+def test_print_config_shows_where_each_value_came_from():
+    result = CliRunner().invoke(cli, ["run", "coral", "--print-config", "coral.keep=agreement_correct"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("demo profile: coral.max_turns=6 (reference 20)")
+    assert "  max_turns: 6  # profile demo matrix_coral:demo.yaml:5" in lines
+    assert "  keep: agreement_correct  # override" in lines
+    assert "  agreement_rule: strict  # default" in lines
+    assert "  type: local  # default matrix_coral:coral.yaml:5" in lines
+    result = CliRunner().invoke(cli, ["run", "coral", "--print-config", "--profile", "reference"])
+    assert "  max_turns: 20  # default" in result.output.splitlines()
 
 
 def test_the_bundled_questions_are_the_default_input():

@@ -45,7 +45,8 @@ def rows(*questions: str) -> list[dict[str, Any]]:
 
 
 def run(server: FakeOpenAIServer, *args: str) -> None:
-    options = [f"backend.base_url={server.base_url}", "backend.max_retries=0", "run.retry_backoff_s=0.01", "-q"]
+    # six turns, the demo profile's, so that a conversation that never agrees ends quickly
+    options = [f"backend.base_url={server.base_url}", "run.retry_backoff_s=0.01", "coral.max_turns=6", "-q"]
     result = CliRunner().invoke(cli, ["run", "coral", "backend.type=openai", *options, *args])
     assert result.exit_code == 0, result.output
 
@@ -107,7 +108,7 @@ def test_conversations_stop_at_agreement_max_turns_or_a_backend_failure(ray_sess
     assert len(turns) == 4 + 2 + 6 + 2 + 2, "the failing turn was asked twice"
     first = next(body for body in turns if "agree-on-4" in body["messages"][1]["content"])
     assert [m["role"] for m in first["messages"]] == ["system", "user"]
-    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.2, 0.9, 256)
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.2, 0.9, 1024)
     student = next(body for body in turns if len(body["messages"]) == 3)
     assert [m["role"] for m in student["messages"]] == ["system", "assistant", "user"]
     assert {(body["temperature"], body["max_tokens"]) for body in extractions} == {(0.0, 32)}

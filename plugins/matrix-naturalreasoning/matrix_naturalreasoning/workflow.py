@@ -46,6 +46,7 @@ class NRTask(Orchestrator):
     config_key = "nr"
     config_schema = NRConfig
     default_config = "matrix_naturalreasoning:naturalreasoning.yaml"
+    profiles = {"demo": "matrix_naturalreasoning:demo.yaml"}
     default_input = "matrix_naturalreasoning:data/web_sample.jsonl"
 
     keep_rule: Keep = Keep.success

@@ -45,6 +45,19 @@ def test_defaults_run_the_bundled_sample_on_the_local_backend():
     assert (filter_.temperature, filter_.top_p, filter_.max_tokens) == (1.0, 0.95, 8)
     assert (score.temperature, score.top_p, score.max_tokens) == (0.2, 0.9, 256)
     assert (question.temperature, question.top_p, question.max_tokens) == (0.0, 0.9, 384)
+    assert resolved.profile_note() == (
+        "demo profile: agents.score.sampling.max_tokens=256 (reference 10240), "
+        "agents.question.sampling.max_tokens=384 (reference 20480)"
+    )
+
+
+def test_a_real_server_gets_the_reference_pipelines_sampling():
+    resolved = resolve("backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1")
+    assert resolved.profile is None
+    filter_, score, question = (resolved.config.agents[role].sampling for role in ("filter", "score", "question"))
+    assert (filter_.temperature, filter_.top_p, filter_.max_tokens) == (1.0, 0.95, 8)
+    assert (score.temperature, score.top_p, score.max_tokens) == (0.2, 0.9, 10240)
+    assert (question.temperature, question.top_p, question.max_tokens) == (0.0, 0.9, 20480)
 
 
 def test_the_schema_defaults_are_the_papers_sampling():

@@ -56,7 +56,10 @@ class _ChatAgent(Agent):
             messages = conversation.in_text(messages)
         try:
             response = await self.context.backend.chat(messages, sampling, None if in_prompt or not tools else tools)
-        except BackendError as error:  # failed after the backend's own retries: tau2's agent/user error
+        except BackendError as error:
+            if error.retryable:
+                raise  # the engine tries the step again (run.max_retries), and waits out a backend outage
+            # a request the server will never take (HTTP 400: too long a context, say): tau2's agent/user error
             self.context.logger.warning("task %s: %s backend failed: %s", task.id, self.side, error)
             task.error = str(error)
             task.fail("user_error" if self.side == "user" else "agent_error")

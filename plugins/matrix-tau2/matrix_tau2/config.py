@@ -18,7 +18,9 @@ class Tau2Config:
     task_split: str = "base"
     """The split of the domain's tasks, as tau2 names it (base, train, test; telecom also small, full)."""
     num_trials: int = 1
-    """Trials per task when no ``-i`` is given: each gets its own id (``airline/12/1``) and seed."""
+    """Trials per task, each with its own id and seed: without ``-i``, the generated rows list every trial
+    (``airline/12/1``); an input row that names no ``trial`` runs this many times (``<id>/0``, ``<id>/1``, ...; its
+    own id when 1), one that names its ``trial`` once."""
     max_steps: int = 200
     max_errors: int = 10
     """Tool calls that may fail (``Error: ...`` results) before the task ends as ``too_many_errors``."""

@@ -13,12 +13,14 @@ reaches the actor holding its environment), ``reward`` (scoring, CPU only).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from matrix_core.engine.inputs import BadRow
+from matrix_core.errors import ConfigError
 from matrix_core.orchestrator import DONE, Orchestrator
 from matrix_tau2 import catalog
 from matrix_tau2.config import Tau2Config
@@ -26,6 +28,8 @@ from matrix_tau2.conversation import dump_message, load_messages
 
 if TYPE_CHECKING:
     from tau2.data_model.message import Message
+
+    from matrix_core.config import Origin
 
 USER, AGENT, ENV = "user", "agent", "env"
 """tau2's roles: who sent the last message and who receives it."""
@@ -54,6 +58,7 @@ class Tau2Task(Orchestrator):
     config_key = "tau2"
     config_schema = Tau2Config
     default_config = "matrix_tau2:tau2.yaml"
+    profiles = {"demo": "matrix_tau2:demo.yaml"}
 
     domain: str
     task_id: str
@@ -81,6 +86,30 @@ class Tau2Task(Orchestrator):
     """The model each LLM role used, for tau2's results info."""
     error: str = ""
     """Why a side's backend failed, when one did (``agent_error``, ``user_error``)."""
+
+    @classmethod
+    def expand_row(cls, id: str, row: dict[str, Any], config: Tau2Config) -> list[tuple[str, dict[str, Any]]]:
+        """A row that names its ``trial`` runs once, as it is. Any other runs ``tau2.num_trials`` times, trial ``t``
+        with the id ``<id>/<t>``; with one trial it keeps the row's own id, as before trials applied to rows."""
+        if "trial" in row:
+            return [(id, row)]
+        if config.num_trials < 1:
+            raise ConfigError(f"tau2.num_trials: must be at least 1, got {config.num_trials}")
+        if config.num_trials == 1:
+            return [(id, {**row, "trial": 0})]
+        return [(f"{id}/{trial}", {**row, "trial": trial}) for trial in range(config.num_trials)]
+
+    @classmethod
+    def check_config(cls, config: Any, origins: Mapping[str, Origin]) -> None:
+        """``tau2.task_split`` picks the tasks of the default input: with ``-i`` the rows name theirs, so setting it
+        too is refused rather than ignored."""
+        split = origins.get("tau2.task_split")
+        given = origins.get("input.path")
+        if split is not None and split.kind != "default" and given is not None and given.kind != "default":
+            raise ConfigError(
+                f"{split.where}: tau2.task_split: applies only without -i (the input rows name their tasks)",
+                hint="drop tau2.task_split, or drop -i to run the split's tasks",
+            )
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Tau2Config) -> Tau2Task:
@@ -203,6 +232,15 @@ class Tau2Task(Orchestrator):
                 self.termination_reason = "too_many_errors"
         if self.termination_reason is not None:
             self._end()
+
+    def step_failed(self, role: str, status: str, reason: str) -> None:
+        """A side whose backend failed for good (the engine's retries spent) ends the conversation as tau2 does,
+        ``agent_error`` or ``user_error``, and the task is still scored; any other step's failure ends the task."""
+        if role in ("user", "assistant") and status == "error" and self.termination_reason is None:
+            self.error = reason
+            self.fail("user_error" if role == "user" else "agent_error")
+        else:
+            super().step_failed(role, status, reason)
 
     def fail(self, termination_reason: str) -> None:
         """End the conversation with an error of one side (its backend failed after its retries)."""

@@ -48,7 +48,6 @@ def run(server: FakeOpenAIServer, *args: str, workflow: str) -> None:
     options = [
         "backend.type=openai",
         f"backend.base_url={server.base_url}",
-        "backend.max_retries=0",
         "run.retry_backoff_s=0.01",
         "tau2.max_steps=12",
         "tau2.max_errors=3",

@@ -13,6 +13,7 @@ from matrix_tau2.workflow import AGENT, ENV, USER, Tau2Task
 
 from matrix_core import config, plugins
 from matrix_core.engine.inputs import BadRow
+from matrix_core.errors import ConfigError
 
 
 def resolve(*overrides: str):
@@ -67,6 +68,18 @@ def test_a_bad_task_selection_is_a_one_line_error(override, message):
 def test_a_row_naming_no_known_task_is_a_bad_row(row, message):
     with pytest.raises(BadRow, match=message):
         Tau2Task.from_row("r", row, Tau2Config())
+
+
+def test_an_input_row_naming_no_trial_runs_num_trials_times():
+    row, named = {"task_id": "3"}, {"task_id": "3", "trial": 1}
+    assert Tau2Task.expand_row("a", row, Tau2Config(num_trials=2)) == [
+        ("a/0", {"task_id": "3", "trial": 0}),
+        ("a/1", {"task_id": "3", "trial": 1}),
+    ]
+    assert Tau2Task.expand_row("a", row, Tau2Config()) == [("a", {"task_id": "3", "trial": 0})], "its own id"
+    assert Tau2Task.expand_row("a", named, Tau2Config(num_trials=2)) == [("a", named)]
+    with pytest.raises(ConfigError, match=r"^tau2.num_trials: must be at least 1, got 0$"):
+        Tau2Task.expand_row("a", row, Tau2Config(num_trials=0))
 
 
 def test_a_task_opens_with_the_assistant_greeting():
@@ -134,3 +147,25 @@ def test_tools_in_the_prompt_for_models_without_tool_calling():
         {"role": "assistant", "content": '<tool_call>{"name": "get_users", "arguments": {}}</tool_call>'},
         {"role": "user", "content": '<tool_response>{"ok": 1}</tool_response>'},
     ]
+
+
+def test_a_real_server_gets_tau2_benchs_own_settings_and_the_local_backend_the_demo():
+    reference = resolve("backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1")
+    assert reference.profile is None
+    tau2 = reference.config.tau2
+    assert (tau2.max_steps, tau2.max_errors, tau2.num_trials) == (200, 10, 1)
+    assert (tau2.sampling.temperature, tau2.sampling.max_tokens) == (0.0, None)
+    demo = resolve()
+    assert (demo.config.tau2.max_steps, demo.config.tau2.sampling.max_tokens) == (20, 96)
+    assert (
+        demo.profile_note()
+        == "demo profile: tau2.max_steps=20 (reference 200), tau2.sampling.max_tokens=96 (reference null)"
+    )
+
+
+def test_a_split_with_input_rows_is_refused_not_ignored(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"domain": "mock", "task_id": "create_task_1"}\n')
+    with pytest.raises(ConfigError, match=r"^override: tau2.task_split: applies only without -i"):
+        resolve(f"input.path={rows}", "tau2.task_split=test")
+    assert resolve(f"input.path={rows}", "tau2.domain=mock").config.tau2.domain == "mock", "the rows' default domain"
