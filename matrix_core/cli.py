@@ -12,6 +12,7 @@ import click
 
 from matrix_core import __version__
 from matrix_core.errors import MatrixError
+from matrix_core.redaction import RedactingFilter, redact_value
 
 SUBCOMMANDS = {
     "run": "matrix_core.commands.run:run",
@@ -26,12 +27,12 @@ SUBCOMMANDS = {
 
 
 class UserError(click.ClickException):
-    """A :class:`MatrixError` shown the click way: ``Error: <message>`` on stderr, no traceback."""
+    """A :class:`MatrixError` shown the click way: ``Error: <message>`` on stderr, no traceback, secrets hidden."""
 
     def __init__(self, error: MatrixError) -> None:
-        super().__init__(str(error))
+        super().__init__(redact_value(str(error)))
         self.exit_code = error.exit_code
-        self.hint = error.hint
+        self.hint = redact_value(error.hint) if error.hint else None
 
     def format_message(self) -> str:
         return self.message + (f"\nHint: {self.hint}" if self.hint else "")
@@ -86,6 +87,7 @@ def _configure_logging(verbose: bool) -> None:
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("matrix_core").setLevel(level)
 

@@ -19,14 +19,12 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from matrix_core import redaction
 from matrix_core.errors import ConfigError, MatrixError, UsageError
+from matrix_core.redaction import REDACTED as REDACTED
 
 if TYPE_CHECKING:
     from matrix_core.registry import Component, Registry
-
-SECRET_KEYS = ("api_key", "token", "secret", "password")
-"""A config key whose name ends with one of these holds a secret: never printed, logged or written."""
-REDACTED = "***"
 
 
 @dataclass
@@ -105,7 +103,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Origin:
     """Where a value in force came from: its ``kind`` (``default``, ``profile``, ``file``, ``flag``, ``override``)
-    and the place (``my.yaml:3``, ``override 'run.seed=1'``, ``profile demo``)."""
+    and the place (``my.yaml:3``, ``override #2``, ``profile demo``)."""
 
     kind: str
     where: str
@@ -171,23 +169,15 @@ class ResolvedConfig:
 
 
 def redact(config: DictConfig) -> DictConfig:
-    """A copy of ``config`` with every secret value replaced by ``***``."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: REDACTED if is_secret(key) and value is not None else walk(value) for key, value in node.items()
-            }
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        return node
-
-    return OmegaConf.create(walk(OmegaConf.to_container(config, resolve=True)))
+    """A copy of ``config`` with every secret replaced by ``***``, by key and by shape (see
+    :mod:`matrix_core.redaction`)."""
+    return OmegaConf.create(redaction.redact(OmegaConf.to_container(config, resolve=True)))
 
 
 def is_secret(key: object) -> bool:
-    """Whether a config key (``api_key``, ``hf_token``, ...) or a flag's name names a secret."""
-    return isinstance(key, str) and key.lower().endswith(SECRET_KEYS)
+    """Whether a config key (``api_key``, ``hf_token``, ``Authorization``, ...) or a flag's name names a secret
+    (see :func:`matrix_core.redaction.is_secret_key`)."""
+    return redaction.is_secret_key(key)
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
@@ -277,18 +267,29 @@ def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
 
 
 def parse_overrides(items: Sequence[str]) -> list[ConfigSource]:
-    """Turn ``KEY=VALUE`` command-line items into sources (values parsed as YAML: ``3`` is an int)."""
+    """Turn ``KEY=VALUE`` command-line items into sources (values parsed as YAML: ``3`` is an int), each labelled
+    ``override #N``. An error names the override by its position and key, never by its value: that may be a secret
+    (and an item without ``=`` may be a secret typed alone)."""
     sources = []
-    for item in items:
-        key, equals, _ = item.partition("=")
+    for number, item in enumerate(items, start=1):
+        key, equals, value = item.partition("=")
+        label = f"override #{number}"
         if not equals or not key.strip():
-            raise UsageError(f"override {item!r} is not KEY=VALUE")
+            raise UsageError(f"{label} is not KEY=VALUE", hint="its text is not repeated: it may hold a secret")
         try:
             data = OmegaConf.from_dotlist([item])
         except (OmegaConfBaseException, yaml.YAMLError) as error:
-            raise ConfigError(f"override {item!r}: {_first_line(error)}") from None
-        sources.append(ConfigSource(f"override {item!r}", data, kind="override"))
+            key = key.strip()
+            raise ConfigError(f"{label}: {key}: {_problem(key, value, error)}") from None
+        sources.append(ConfigSource(label, data, kind="override"))
     return sources
+
+
+def _problem(key: str, value: str, error: Exception) -> str:
+    """What is wrong with ``key``'s value, without the value: none of it for a secret's key."""
+    if any(redaction.is_secret_key(part) for part in key.split(".")):
+        return "invalid value (not shown: a secret)"
+    return _first_line(error).replace(value, REDACTED) if value else _first_line(error)
 
 
 def source_from(label: str, values: dict[str, Any]) -> ConfigSource:
@@ -325,7 +326,7 @@ def resolve(
             config = OmegaConf.merge(config, layer.data)
         except OmegaConfBaseException as error:
             key = error.full_key or ""
-            raise ConfigError(f"{layer.where(key)}: {key}: {_first_line(error)}") from None
+            raise ConfigError(f"{layer.where(key)}: {key}: {_problem(key, '', error)}") from None
     config.workflow = workflow.name
     _check_interpolations(config, layers)
     if config.input.path is None and orchestrator.default_input:
@@ -360,7 +361,7 @@ def _origins(layers: Sequence[ConfigSource]) -> dict[str, Origin]:
     origins = {}
     for layer in layers:
         for key in _leaf_keys(OmegaConf.to_container(layer.data, resolve=False)):
-            # an override's label holds its value, which may be a secret: the key is named beside it anyway
+            # plain ``override``: the line shown already names the key, and the override's number adds nothing there
             origins[key] = Origin(layer.kind, "override" if layer.kind == "override" else layer.where(key))
     return origins
 

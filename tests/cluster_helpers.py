@@ -1,10 +1,12 @@
-"""What the cluster tests share: the ``matrix`` CLI in a subprocess, the toy workflow as an installed plugin, and
-a way to find every process of a cluster."""
+"""What the cluster tests share: the ``matrix`` CLI in a subprocess, the toy workflow as an installed plugin, a
+way to find every process of a cluster, and what they listen on."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +58,38 @@ def processes_of(cluster_dir: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def listeners(root: psutil.Process) -> set[tuple[str, int, str]]:
+    """``(address, port, process name)`` of every listening TCP socket of ``root`` and its descendants now."""
+    found: set[tuple[str, int, str]] = set()
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for process in processes:
+        try:
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((connection.laddr.ip, connection.laddr.port, process.name()))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listening address is this machine's own (``::ffff:127.0.0.1`` too, as Ray's gRPC servers bind)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def fake_prometheus(root: Path) -> Path:
+    """A directory whose ``prometheus`` records its command line (into ``$FAKE_PROMETHEUS_ARGV``, one argument a
+    line) and then waits to be stopped, listening nowhere: for tests where the real one is not installed."""
+    bin_dir = root / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "prometheus"
+    script.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$FAKE_PROMETHEUS_ARGV"\nexec sleep 3600\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir

@@ -79,3 +79,28 @@ def test_engines_are_started_checked_and_let_go(ray_session):
     assert failed.exit_code == 1
     assert "failed backend: sglang: backend 'sglang': replica matrix-sglang-" in failed.stdout
     assert "exited with code 3 during start-up: OSError: org/tiny is not a model (hint: its log is " in failed.stdout
+
+
+def test_a_check_of_kept_alive_engines_gets_their_keys_from_ray(ray_session):
+    import ray
+
+    from matrix_core.backends.engine import NAMESPACE
+    from matrix_core.backends.sglang import SGLangBackend, SGLangConfig
+    from matrix_core.commands.serve import stop_engines
+
+    settings = {
+        "type": "sglang", "model": "org/tiny", "num_gpus": 0, "num_cpus": 0, "server_command": STANDIN,
+        "host": "127.0.0.1", "port_min": 0, "keep_alive": True, "engine_args": {"matrix_test_case": "kept"},
+    }  # fmt: skip
+    overrides = [f"backend.{key}={json.dumps(value)}" for key, value in settings.items() if key != "engine_args"]
+    overrides.append("backend.engine_args.matrix_test_case=kept")
+    [name] = SGLangBackend(SGLangConfig(**settings)).actor_names()
+    try:
+        first = check(*overrides)  # starts the engine and leaves it running
+        again = check(*overrides)  # attaches to it: its key comes from the replica, through Ray
+        assert first.exit_code == 0 and again.exit_code == 0, again.output
+        assert again.stdout == first.stdout
+        endpoint = ray.get(ray.get_actor(name, namespace=NAMESPACE).ready.remote("test", False))
+        assert endpoint.base_url in again.stdout and endpoint.api_key not in first.output + again.output
+    finally:
+        stop_engines([name])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_unknown_workflow_lists_known_ones_and_exits_2(hello):
 def test_bad_override_exits_2_naming_the_key(hello):
     result = matrix("run", "hello", "run.max_concurrency=lots")
     assert result.exit_code == 2
-    assert result.output.startswith("Error: override 'run.max_concurrency=lots': run.max_concurrency: Value 'lots'")
+    assert result.output.startswith("Error: override #1: run.max_concurrency: Value 'lots'")
     assert len(result.output.strip().splitlines()) == 1
 
 
@@ -153,3 +154,47 @@ def test_print_config_applies_flags_and_redacts(hello, tmp_path):
     assert "api_key: '***'" in result.output
     for line in ("path: in.jsonl", f"path: {tmp_path / 'o.jsonl'}", "limit: 3", "resume: true", "greeting: Hey"):
         assert line in result.output
+
+
+def test_a_secret_on_the_command_line_works_with_a_warning(hello):
+    result = matrix("run", "hello", "--print-config", "backend.api_key=sk-one-key", "backend.api_key_env=MY_KEY")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: backend.api_key on the command line is visible to other users (ps); "
+        "use backend.api_key_env=VAR or a -c file"
+    ]
+    assert "sk-one-key" not in result.output
+    result = matrix("run", "inference", "--print-config", "backend.extra_body.Authorization=Bearer t0k", "run.seed=2")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: backend.extra_body.Authorization on the command line is visible to other users (ps); "
+        "use ${oc.env:VAR} in a -c file"
+    ]
+    assert "t0k" not in result.output
+
+
+def test_a_value_typed_without_its_key_is_not_repeated(hello):
+    result = matrix("run", "hello", "run.seed=1", "sk-live-abcdefghijklmnopqrstuvwx")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "Error: override #2 is not KEY=VALUE",
+        "Hint: its text is not repeated: it may hold a secret",
+    ]
+
+
+def test_printed_errors_and_logs_hide_secrets():
+    from matrix_core.cli import UserError, _configure_logging
+    from matrix_core.errors import MatrixError
+    from matrix_core.redaction import RedactingFilter
+
+    error = UserError(MatrixError("https://u:pw@h/v1: refused key sk-abcdefghijklmnopqrstuvwx", hint="--token=t0k"))
+    assert error.format_message() == "https://***@h/v1: refused key ***\nHint: --token=***"
+    root, ours = logging.getLogger(), logging.getLogger("matrix_core")
+    handlers, levels = root.handlers[:], (root.level, ours.level)
+    try:
+        _configure_logging(verbose=False)
+        assert all(any(isinstance(f, RedactingFilter) for f in handler.filters) for handler in root.handlers)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])

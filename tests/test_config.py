@@ -54,12 +54,12 @@ def test_an_unknown_key_names_file_line_and_key(hello, tmp_path):
 
 
 def test_a_wrong_type_names_the_override(hello):
-    with pytest.raises(ConfigError, match=r"^override 'run.seed=abc': run.seed: Value 'abc' of type 'str'"):
+    with pytest.raises(ConfigError, match=r"^override #1: run.seed: Value 'abc' of type 'str'"):
         resolve(hello, *config.parse_overrides(["run.seed=abc"]))
 
 
 def test_a_failing_interpolation_is_a_one_line_error(hello):
-    with pytest.raises(ConfigError, match=r"^override 'hello.greeting=\$\{nowhere\}': hello.greeting: .*nowhere"):
+    with pytest.raises(ConfigError, match=r"^override #1: hello.greeting: .*nowhere"):
         resolve(hello, *config.parse_overrides(["hello.greeting=${nowhere}"]))
 
     def reject(value: str) -> str:
@@ -71,12 +71,12 @@ def test_a_failing_interpolation_is_a_one_line_error(hello):
 
 
 def test_an_override_without_equals_is_a_usage_error():
-    with pytest.raises(UsageError, match=r"override 'run\.seed' is not KEY=VALUE"):
-        config.parse_overrides(["run.seed"])
+    with pytest.raises(UsageError, match=r"^override #2 is not KEY=VALUE$"):
+        config.parse_overrides(["run.seed=1", "run.seed"])
 
 
 def test_an_override_that_is_not_valid_yaml_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"^override 'backend.prefix=>>': "):
+    with pytest.raises(ConfigError, match=r"^override #1: backend.prefix: "):
         config.parse_overrides(["backend.prefix=>>"])
 
 
@@ -151,3 +151,63 @@ def test_redaction_hides_every_secret_and_nothing_else(hello, tmp_path, monkeypa
     assert text.count("'***'") == 2
     assert "api_key_env: MY_KEY" in text, "the name of a variable is no secret"
     assert resolved.config.backend.api_key == "sk-from-env", "redaction is for display only"
+
+
+SECRET_SHAPES = """\
+backend:
+  type: openai
+  model: m
+  base_url: https://user:pw-1@example.com/v1
+  extra_body:
+    api-key: secret-2
+    Authorization: Bearer secret-3
+    aws_secret_access_key: secret-4
+    private_key: secret-5
+    apikey: secret-6
+    credentials: {user: u, pass: secret-7}
+    passwd: secret-8
+    hf_token: secret-9
+    note: sk-live-secret10abcdefghij
+    eos_token: </s>
+    pad_token: <pad>
+    max_tokens: 5
+    command: [serve, --api-key, secret-11, --hf-token=secret-12, --port, "80"]
+"""
+
+
+def test_print_config_hides_each_kind_of_secret_and_shows_tokenizer_tokens(hello, tmp_path):
+    source = write(tmp_path, "shapes.yaml", SECRET_SHAPES)
+    workflow = hello.registry.get("orchestrators", "inference")
+    overrides = config.parse_overrides(["backend.api_key=secret-14"])
+    resolved = config.resolve(workflow, hello.registry, [source, *overrides])
+    text = resolved.to_yaml()
+    assert "secret-" not in text and "pw-1" not in text
+    for line in [
+        "base_url: https://***@example.com/v1",
+        "api_key: '***'  # override",
+        *(f"{key}: '***'" for key in ("api-key", "Authorization", "aws_secret_access_key", "private_key", "apikey")),
+        *(f"{key}: '***'" for key in ("credentials", "passwd", "hf_token", "note")),
+        "eos_token: </s>",
+        "pad_token: <pad>",
+        "max_tokens: 5",
+        "command: [serve, --api-key, '***', --hf-token=***, --port, '80']",
+    ]:
+        assert line in text, line
+    assert resolved.config.backend.extra_body.passwd == "secret-8", "redaction is for display only"
+    assert config.is_secret("Authorization") and not config.is_secret("eos_token"), "the old names still work"
+
+
+def test_no_override_error_repeats_the_override(hello):
+    typed_alone = "sk-live-abcdefghijklmnopqrstuvwx"
+    with pytest.raises(UsageError) as raised:
+        config.parse_overrides(["run.seed=1", typed_alone])
+    assert str(raised.value) == "override #2 is not KEY=VALUE"
+    with pytest.raises(ConfigError) as raised:
+        config.parse_overrides(["backend.api_key=[secret-1"])
+    assert str(raised.value) == "override #1: backend.api_key: invalid value (not shown: a secret)"
+    with pytest.raises(ConfigError) as raised:
+        resolve(hello, *config.parse_overrides(["backend.api_key={secret: secret-2}"]))
+    assert str(raised.value) == "override #1: backend.api_key: invalid value (not shown: a secret)"
+    with pytest.raises(ConfigError) as raised:
+        config.parse_overrides(["hello.greeting=${secret-3"])
+    assert str(raised.value).startswith("override #1: hello.greeting: ") and "secret-3" not in str(raised.value)

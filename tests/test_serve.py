@@ -1,17 +1,20 @@
 """`matrix serve` (`matrix backends start`) and `matrix backends stop`: engines started standalone on a Ray cluster,
-served until stopped, here with the stand-in engine."""
+served until stopped, here with the stand-in engine; each replica's key is left in a 0600 file, never printed."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from queue import Empty, Queue
 
+import openai
 import pytest
 from click.testing import CliRunner
 from openai import OpenAI
@@ -68,7 +71,15 @@ def ray_address(ray_session: int) -> str:
 
 
 @pytest.fixture
-def served(request: pytest.FixtureRequest, ray_address: str) -> Iterator[Served]:
+def matrix_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A MATRIX_HOME of the test's own, for `matrix serve` and for `matrix backends stop` in this process."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MATRIX_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest, ray_address: str, matrix_home: Path) -> Iterator[Served]:
     serving = Served("serve", "--address", ray_address, *engine_overrides(request.node.name))
     yield serving
     if serving.process.poll() is None:
@@ -76,20 +87,39 @@ def served(request: pytest.FixtureRequest, ray_address: str) -> Iterator[Served]
         serving.process.wait()
 
 
-def test_serve_prints_endpoints_that_answer_until_backends_stop(served, ray_address):
+def test_serve_prints_endpoints_and_key_files_that_answer_until_backends_stop(served, ray_address, matrix_home):
     lines = served.until("Stop:")
     assert lines[0].startswith("Serving org/tiny with sglang on 2 replicas (Ray at ")
-    replicas = [line.split() for line in lines[1:3]]
-    assert all(name.startswith("matrix-sglang-") and url.startswith("http://127.0.0.1:") for name, url in replicas)
-    assert lines[3] == f"Use one:  matrix run ... backend.type=openai backend.base_url={replicas[0][1]}"
-    for _, url in replicas:
-        answer = OpenAI(base_url=url, api_key="none").chat.completions.create(
+    replicas = [line.strip().split("  ") for line in lines[1:3]]
+    keys_dir = matrix_home / "engines"
+    for name, url, key_file in replicas:
+        assert name.startswith("matrix-sglang-") and url.startswith("http://127.0.0.1:")
+        assert key_file == f"key in {keys_dir / name}.key"
+    assert lines[3] == f'Use one:  export MATRIX_ENGINE_KEY="$(cat {keys_dir / replicas[0][0]}.key)"'
+    assert lines[4] == (
+        f"          matrix run ... backend.type=openai backend.base_url={replicas[0][1]} "
+        "backend.api_key_env=MATRIX_ENGINE_KEY"
+    )
+    # Each key is in a file only its user can read, in a directory only its user can enter, and nowhere on screen.
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    keys = []
+    for name, url, _ in replicas:
+        key_file = keys_dir / f"{name}.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert len(key) >= 40 and not any(key in line for line in lines)
+        keys.append(key)
+        answer = OpenAI(base_url=url, api_key=key).chat.completions.create(
             model="org/tiny", messages=[{"role": "user", "content": "still there"}], max_tokens=2
         )
         assert answer.choices[0].message.content == "still there"
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=url, api_key="none", max_retries=0).models.list()
+    assert keys[0] != keys[1]
     stopped = CliRunner().invoke(cli, ["backends", "stop", "--address", ray_address, replicas[0][0][:-2]])
     assert stopped.exit_code == 0, stopped.output
     assert stopped.stdout == f"Stopped 2 engine replicas: {replicas[0][0]}, {replicas[1][0]}\n"
+    assert not list(keys_dir.glob("*.key")), "stopping the engines removed their key files"
     assert served.until("The engines were stopped.")
     assert served.process.wait(timeout=30) == 0
 

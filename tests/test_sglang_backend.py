@@ -1,18 +1,21 @@
 """The ``sglang`` backend's launch plan, run for real on Ray with a stand-in engine (SGLang cannot serve here): the
 exact command line, resources, ports, health polling, routing over 2 replicas, replica death and failover, stop and
-keep_alive, start-up errors."""
+keep_alive, start-up errors, and each engine's key (in a 0600 ``--config`` file, never on its command line)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -21,7 +24,7 @@ from click.testing import CliRunner
 from matrix_core.backends import BackendError, Sampling
 from matrix_core.backends.base import set_current_task_id
 from matrix_core.backends.engine import NAMESPACE
-from matrix_core.backends.engine_server import HOST, PORT
+from matrix_core.backends.engine_server import HOST, PORT, Endpoint
 from matrix_core.backends.replicas import ReplicaRouting
 from matrix_core.backends.sglang import SGLangBackend, SGLangConfig
 from matrix_core.cli import cli
@@ -57,8 +60,9 @@ def with_backend(config: SGLangConfig, scenario: Callable[[SGLangBackend], Await
     return asyncio.run(main())
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get_json(url: str, key: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
         return json.load(response)
 
 
@@ -132,6 +136,10 @@ def test_launch_plan_command_resources_and_names():
         ({"engine_args": {"port": 8000}}, "backend.engine_args.port: Matrix sets it itself"),
         ({"engine_args": {"tp-size": 2}}, "backend.engine_args.tp-size: Matrix sets it itself"),
         ({"port_min": 9000, "port_max": 8000}, "backend.port_min..port_max: 9000..8000 is not a port range"),
+        ({"engine_args": {"config": "mine.yaml"}}, "backend.engine_args.config: Matrix sets it itself"),
+        ({"engine_args": {"api_key": "k"}}, "backend.engine_args.api_key: a secret on the engine's command line"),
+        ({"engine_args": {"admin_api_key": "k"}}, "backend.engine_args.admin_api_key: a secret on the engine's"),
+        ({"api_key": "k"}, "backend.api_key: backend 'sglang' gives each engine it starts a key of its own"),
     ],
 )
 def test_bad_config_is_one_line(options, message):
@@ -156,24 +164,36 @@ def test_replicas_need_gpus_the_cluster_has(ray_session):
 def test_two_replicas_start_after_health_and_serve_the_exact_command(ray_session):
     config = standin("start", replicas=2, engine_args={"standin_health_delay_s": 1.0, "context_length": 2048})
 
-    async def scenario(backend: SGLangBackend) -> tuple[list[str | None], Any]:
+    async def scenario(backend: SGLangBackend) -> tuple[list[str | None], list[str | None], Any]:
         answer = await backend.chat(HELLO, Sampling(max_tokens=2))
-        return backend.endpoints(), answer
+        return backend.endpoints(), [replica.api_key for replica in backend.replicas], answer
 
-    endpoints, answer = with_backend(config, scenario)
+    endpoints, keys, answer = with_backend(config, scenario)
     assert answer.text == "hello engine" and answer.usage.completion_tokens == 2
+    assert len(set(keys)) == 2 and all(keys), "each replica has a key of its own"
     ports = set()
-    for base_url in endpoints:
-        assert base_url is not None and base_url.startswith("http://127.0.0.1:")
+    for base_url, key in zip(endpoints, keys, strict=True):
+        assert base_url is not None and key is not None and base_url.startswith("http://127.0.0.1:")
         port = int(base_url.removesuffix("/v1").rsplit(":", 1)[1])
         ports.add(port)
         info = standin_info(base_url)
-        assert info["argv"] == [
+        *argv, config_flag, key_file = info["argv"]
+        assert argv == [
             "--model-path", "org/tiny-model", "--host", "127.0.0.1", "--port", str(port), "--tp", "1",
             "--matrix-test-case", "start", "--standin-health-delay-s", "1.0", "--context-length", "2048",
         ]  # fmt: skip
+        # SGLang takes its key as --api-key only: it gets it in the YAML file its --config reads, in a private
+        # directory, removed once the server was healthy; the key is neither on its command line nor in its
+        # environment.
+        assert config_flag == "--config" and info["key_from"] == "config"
+        assert Path(key_file).parent.name.startswith("matrix-engines-") and not Path(key_file).exists()
+        assert key.encode() not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+        assert key.encode() not in Path(f"/proc/{info['pid']}/environ").read_bytes()
         assert info["health_polls"] >= 2, "the replica was used before /health answered 200"
-        assert get_json(base_url + "/models")["data"][0]["id"] == "org/tiny-model"
+        assert get_json(base_url + "/models", key)["data"][0]["id"] == "org/tiny-model"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get_json(base_url + "/models")
+        assert refused.value.code == 401
     assert len(ports) == 2
     # Without keep_alive, the replicas stop once their last client lets go.
     for name in SGLangBackend(config).actor_names():
@@ -245,6 +265,50 @@ def test_a_server_that_fails_to_start_is_one_line_with_its_log(ray_session):
     assert "server exited with code 3 during start-up: torch.OutOfMemoryError: CUDA out of memory" in message
     assert "\n" not in message and caught.value.hint.startswith("its log is ")
     assert caught.value.hint.split()[3].endswith(".log")
+
+
+def test_a_log_file_planted_as_a_symbolic_link_is_refused_not_followed(ray_session, tmp_path):
+    config = standin("planted", log_dir=str(tmp_path))
+    [name] = SGLangBackend(config).actor_names()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("another user's file\n")
+    (tmp_path / f"{name}.log").symlink_to(victim)
+    with pytest.raises(BackendError) as caught:
+        with_backend(config, lambda backend: asyncio.sleep(0))
+    message = str(caught.value)
+    assert message == (
+        f"backend 'sglang': replica {name}: its log {tmp_path / name}.log is a symbolic link: refusing to follow it"
+    )
+    assert "\n" not in message and caught.value.hint.startswith("remove it, or set backend.log_dir")
+    assert victim.read_text() == "another user's file\n"
+    wait_for(lambda: engine_gone(name), what="the failed replica to be removed")
+
+
+def test_a_log_dir_that_cannot_be_made_is_one_line(ray_session, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    config = standin("unmade", log_dir=str(tmp_path / "a-file" / "logs"))
+    [name] = SGLangBackend(config).actor_names()
+    with pytest.raises(BackendError) as caught:
+        with_backend(config, lambda backend: asyncio.sleep(0))
+    assert str(caught.value).startswith(f"backend 'sglang': replica {name}: cannot prepare {tmp_path}/a-file/logs: ")
+    assert "\n" not in str(caught.value) and "backend.log_dir" in caught.value.hint
+    wait_for(lambda: engine_gone(name), what="the failed replica to be removed")
+
+
+def test_a_loopback_replica_on_another_node_is_one_line(ray_session):
+    import ray
+
+    backend = SGLangBackend(standin("elsewhere"))
+    endpoint = Endpoint(
+        base_url="http://127.0.0.1:1/v1", host="127.0.0.1", port=1, command=(), pid=1, log_path="x.log",
+        health_polls=1, gpus=None, node_id="another-node", api_key="k",
+    )  # fmt: skip
+    error = backend._elsewhere("matrix-sglang-x-0", endpoint)
+    assert error is not None
+    assert str(error) == "backend 'sglang': replica matrix-sglang-x-0 listens on 127.0.0.1 of another node"
+    here = dataclasses.replace(endpoint, node_id=ray.get_runtime_context().get_node_id())
+    assert backend._elsewhere("matrix-sglang-x-0", here) is None
+    assert "api_key" not in repr(endpoint), "an endpoint's repr (in logs, tracebacks) leaves its key out"
 
 
 def test_a_server_that_never_gets_healthy_times_out(ray_session):

@@ -202,3 +202,29 @@ def test_reply_scripts_the_answers_and_its_errors_are_500s():
     assert failed.value.code == 500
     assert json.load(failed.value)["error"]["message"] == "scripted failure: as asked"
     assert (stats["requests"], stats["failures"]) == (3, 1)
+
+
+def test_an_api_key_is_required_on_every_route_when_set():
+    with FakeOpenAIServer(api_key="k-123", models=["a"]).in_thread() as server:
+        refused = []
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "k-123"}, {"api-key": "nope"}):
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                post(server, {"messages": user("hi")}, headers=headers)
+            refused.append(caught.value.code)
+        with pytest.raises(urllib.error.HTTPError) as listing:
+            get(server.base_url + "/models")
+        bearer = post(server, {"messages": user("hi")}, headers={"Authorization": "Bearer k-123"})
+        azure = urllib.request.Request(
+            f"{server.azure_endpoint}/openai/deployments/a/chat/completions?api-version=2024-10-21",
+            data=json.dumps({"messages": user("hi")}).encode(),
+            headers={"Content-Type": "application/json", "api-key": "k-123"},
+        )
+        with urllib.request.urlopen(azure, timeout=10) as response:
+            by_azure_header = json.load(response)
+    assert refused == [401, 401, 401, 401] and listing.value.code == 401
+    assert json.load(listing.value)["error"]["code"] == "invalid_api_key"
+    assert bearer["choices"][0]["message"]["content"] and by_azure_header["choices"][0]["message"]["content"]
+    assert server.unauthorized == 5
+    assert [request.path for request in server.requests] == [
+        "/v1/chat/completions", "/openai/deployments/a/chat/completions"
+    ], "refused requests are counted, not recorded"  # fmt: skip

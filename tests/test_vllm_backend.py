@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -54,6 +59,18 @@ def test_engine_args_may_not_set_what_matrix_sets():
         VLLMBackend(VLLMConfig(type="vllm", model="m", server_command=STANDIN, engine_args={"tensor-parallel-size": 2}))
 
 
+@pytest.mark.parametrize("flag", ["api_key", "api-key", "hf_token"])
+def test_no_secret_goes_on_the_engines_command_line(flag):
+    with pytest.raises(ConfigError, match=rf"^backend\.engine_args\.{flag}: a secret on the engine's command line"):
+        VLLMBackend(VLLMConfig(type="vllm", model="m", server_command=STANDIN, engine_args={flag: "sk-engine-secret"}))
+
+
+@pytest.mark.parametrize("key", ["api_key", "api_key_env"])
+def test_the_engines_key_is_matrixs_own(key):
+    with pytest.raises(ConfigError, match=rf"^backend\.{key}: backend 'vllm' gives each engine it starts a key"):
+        VLLMBackend(VLLMConfig(type="vllm", model="m", server_command=STANDIN, **{key: "sk-mine"}))
+
+
 @pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_itself_is_required_unless_a_server_command_is_given():
     with pytest.raises(MatrixError, match=r"^backend 'vllm' needs vllm: run pip install 'matrix-core\[vllm\]'"):
@@ -76,41 +93,71 @@ def test_listing_backends_imports_no_engine():
         assert options[name]["engine_args"] == "dict[str, Any] = {}"
 
 
-def test_a_vllm_replica_starts_on_ray_and_answers(ray_session, tmp_path):
+def status_of(url: str, key: str | None = None) -> int:
+    """The HTTP status a GET of ``url`` gets, with ``Authorization: Bearer <key>`` when a key is given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_vllm_replica_starts_on_ray_with_a_key_in_its_environment(ray_session):
     config = VLLMConfig(
         type="vllm",
         model="org/tiny",
         num_gpus=0,
         num_cpus=0,
         server_command=STANDIN,
-        host="127.0.0.1",
         port_min=0,
         idle_stop_s=2,
-        log_dir=str(tmp_path),
-        engine_args={"max_model_len": 2048, "enforce_eager": True, "api_key": "sk-engine-secret"},
+        engine_args={"max_model_len": 2048, "enforce_eager": True},
     )
 
-    async def scenario() -> tuple[str, str | None]:
+    async def scenario() -> tuple[str, str, str | None, dict[str, Any]]:
+        import ray
+
         backend = VLLMBackend(config)
         await backend.start()
         try:
             answer = await backend.chat([{"role": "user", "content": "hi there"}], Sampling(max_tokens=5))
             [base_url] = backend.endpoints()
-            return base_url, answer.text
+            described = await asyncio.to_thread(ray.get, backend.replicas[0].actor.describe.remote())
+            return base_url, backend.replicas[0].api_key, answer.text, described
         finally:
             await backend.close()
 
-    base_url, text = asyncio.run(scenario())
-    assert text == "hi there hi there hi"
+    base_url, key, text, described = asyncio.run(scenario())
+    # On a one-node Ray cluster the engine listens on loopback, and the backend's own requests carry its key.
+    assert base_url.startswith("http://127.0.0.1:") and text == "hi there hi there hi"
+    assert key and len(key) >= 40
     with urllib.request.urlopen(base_url.removesuffix("/v1") + "/standin", timeout=10) as response:
-        argv = json.load(response)["argv"]
+        info = json.load(response)
     port = base_url.removesuffix("/v1").rsplit(":", 1)[1]
-    assert argv == [
+    assert info["argv"] == [
         "--model", "org/tiny", "--host", "127.0.0.1", "--port", port, "--tensor-parallel-size", "1",
-        "--max-model-len", "2048", "--enforce-eager", "--api-key", "sk-engine-secret",
+        "--max-model-len", "2048", "--enforce-eager",
     ]  # fmt: skip
-    [log] = tmp_path.glob("*.log")
-    assert "--api-key ***" in log.read_text() and "sk-engine-secret" not in log.read_text()
+    # The key is in the server's environment, as vLLM reads it, and nowhere on its command line (what ps shows).
+    assert info["key_from"] == "env"
+    cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+    assert key.encode() not in cmdline
+    assert f"VLLM_API_KEY={key}".encode() in Path(f"/proc/{info['pid']}/environ").read_bytes().split(b"\0")
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert key not in ps
+    # Without the key, the server refuses; with it, it answers. /health stays open for health checks.
+    assert status_of(base_url + "/models") == 401
+    assert status_of(base_url + "/models", "wrong") == 401
+    assert status_of(base_url + "/models", key) == 200
+    assert status_of(base_url.removesuffix("/v1") + "/health") == 200
+    # The replica shows its endpoint without the key; its log is private and holds no key.
+    assert "api_key" not in described and key not in json.dumps(described)
+    log = Path(described["log_path"])
+    assert log.parent.name.startswith("matrix-engines-") and log.parent.name != "matrix-engines"
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700 and log.parent.stat().st_uid == os.geteuid()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert key not in log.read_text()
 
 
 def test_secret_flags_are_redacted_for_logs():

@@ -7,6 +7,9 @@ own namespace, so that every agent of a run (and later runs, and ``matrix serve`
 each chat to one of them through an :class:`~matrix_core.backends.openai.OpenAIBackend` per replica (its retries,
 timeouts and response handling). A replica that stops answering is taken out of the rotation while its requests
 fail over to the others, and comes back once Ray has restarted it.
+
+Each replica's server requires a key the replica made; clients get it with the replica's endpoint from Ray, so no
+user types, configures or sees it (``matrix serve`` leaves it in a 0600 file for other clients).
 """
 
 from __future__ import annotations
@@ -16,21 +19,20 @@ import dataclasses
 import hashlib
 import json
 import logging
-import tempfile
 import uuid
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx2
 import openai
 
 from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling, current_task_id
-from matrix_core.backends.engine_server import HOST, PORT, ServerSpec, actor_class
+from matrix_core.backends.engine_server import HOST, LOOPBACK, PORT, Endpoint, ServerSpec, actor_class
 from matrix_core.backends.openai import OpenAIBackend, OpenAIConfig
 from matrix_core.backends.replicas import Replica, ReplicaRouting, Router
+from matrix_core.config import is_secret
 from matrix_core.errors import ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,9 @@ RECOVER_EVERY_S = 2.0
 class EngineConfig(OpenAIConfig):
     """``backend.*`` shared by the engines Matrix launches on Ray (``vllm``, ``sglang``).
 
-    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_connections``,
-    ``extra_body`` and ``api_key`` configure each replica's OpenAI client.
+    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_connections`` and
+    ``extra_body`` configure each replica's OpenAI client. ``api_key`` and ``api_key_env`` stay unset: each replica
+    makes its server's key and hands it to its clients.
     """
 
     replicas: int = 1
@@ -61,7 +64,7 @@ class EngineConfig(OpenAIConfig):
     server_command: list[str] = field(default_factory=list)
     """The server's executable and leading arguments; empty: ``<python> -m <the engine's server module>``."""
     host: str | None = None
-    """The address the servers listen on; null: each node's address as Ray knows it."""
+    """The address the servers listen on; null: 127.0.0.1 on a one-node Ray cluster, else each node's address."""
     port_min: int = 30000
     port_max: int = 30999
     """Each replica listens on a free port in ``[port_min, port_max]`` (``port_min: 0``: any free port)."""
@@ -76,7 +79,8 @@ class EngineConfig(OpenAIConfig):
     routing: ReplicaRouting = ReplicaRouting.least_outstanding
     """``least_outstanding`` or ``sticky`` (by task id, for prefix-cache reuse)."""
     log_dir: str | None = None
-    """Where each replica's server writes its log, on its node; null: ``<tmp>/matrix-engines``."""
+    """Where each replica's server writes its log, on its node; null: a private ``<tmp>/matrix-engines-XXXXXXXX``
+    made for each start (0700)."""
 
 
 class EngineBackend(Backend):
@@ -94,6 +98,10 @@ class EngineBackend(Backend):
     """How to install it, for the error when it is missing."""
     reserved: ClassVar[tuple[str, ...]]
     """``engine_args`` keys that Matrix sets itself."""
+    key_env: ClassVar[str | None] = None
+    """The environment variable the engine's server reads its API key from (vLLM: ``VLLM_API_KEY``)."""
+    key_config: ClassVar[str | None] = None
+    """Else the key's name in the YAML file its server reads with ``--config FILE`` (SGLang: ``api-key``)."""
 
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
@@ -115,6 +123,20 @@ class EngineBackend(Backend):
                 f"backend.engine_args.{taken[0]}: Matrix sets it itself",
                 hint="use backend.model, backend.tensor_parallel_size, backend.host and backend.port_min/port_max",
             )
+        secret = [key for key in config.engine_args if is_secret(_flag(key).replace("-", "_"))]
+        if secret:
+            raise ConfigError(
+                f"backend.engine_args.{secret[0]}: a secret on the engine's command line is visible to every user "
+                "of its node",
+                hint="Matrix gives each engine a key of its own; pass other secrets (HF_TOKEN) in the environment "
+                "that Ray's workers start with",
+            )
+        for key in ("api_key", "api_key_env"):
+            if getattr(config, key) is not None:
+                raise ConfigError(
+                    f"backend.{key}: backend '{self.engine}' gives each engine it starts a key of its own",
+                    hint="its clients get the key from Ray; matrix serve leaves it in a 0600 file for others",
+                )
         if not config.server_command and find_spec(self.package) is None:
             raise MatrixError(f"backend '{self.engine}' needs {self.package}: run {self.install}")
         self.client_id = uuid.uuid4().hex
@@ -141,7 +163,9 @@ class EngineBackend(Backend):
             port_max=config.port_max,
             health_timeout_s=config.health_timeout_s,
             idle_stop_s=config.idle_stop_s,
-            log_dir=config.log_dir or str(Path(tempfile.gettempdir()) / "matrix-engines"),
+            log_dir=config.log_dir,
+            key_env=self.key_env,
+            key_config=self.key_config,
         )
 
     def actor_options(self) -> dict[str, Any]:
@@ -272,7 +296,11 @@ class EngineBackend(Backend):
             except RayActorError as error:
                 failures.append(BackendError(f"backend '{self.engine}': replica {names[index]} died: {_cause(error)}"))
                 continue
-            replicas.append(await self._replica(index, actor, endpoint["base_url"]))
+            elsewhere = self._elsewhere(names[index], endpoint)
+            if elsewhere is not None:
+                failures.append(elsewhere)
+                continue
+            replicas.append(await self._replica(index, actor, endpoint))
         if failures:
             for replica in replicas:
                 await replica.client.close()
@@ -282,14 +310,30 @@ class EngineBackend(Backend):
             raise BackendError(f"backend '{self.engine}': a replica failed to start: {_cause(failure)}")
         return replicas
 
-    async def _replica(self, index: int, actor: Any, base_url: str) -> Replica:
-        client = OpenAIBackend(self._client_config(base_url))
+    async def _replica(self, index: int, actor: Any, endpoint: Endpoint) -> Replica:
+        client = OpenAIBackend(self._client_config(endpoint))
         await client.start()
-        return Replica(index=index, actor=actor, client=client, base_url=base_url, up=True)
+        return Replica(
+            index=index, actor=actor, client=client, base_url=endpoint.base_url, api_key=endpoint.api_key, up=True
+        )
 
-    def _client_config(self, base_url: str) -> OpenAIConfig:
+    def _client_config(self, endpoint: Endpoint) -> OpenAIConfig:
+        """The replica's client: this backend's client options, the replica's URL and its server's key."""
         values = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(OpenAIConfig)}
-        return OpenAIConfig(**{**values, "type": "openai", "base_url": base_url, "model": None})
+        replica = {"type": "openai", "base_url": endpoint.base_url, "model": None, "api_key": endpoint.api_key}
+        return OpenAIConfig(**{**values, **replica})
+
+    def _elsewhere(self, name: str, endpoint: Endpoint) -> BackendError | None:
+        """The error for a replica that listens on loopback on another node than this client's, else None."""
+        import ray
+
+        if endpoint.host != LOOPBACK or endpoint.node_id == ray.get_runtime_context().get_node_id():
+            return None
+        return BackendError(
+            f"backend '{self.engine}': replica {name} listens on {LOOPBACK} of another node",
+            hint="it started while the Ray cluster had one node: stop it (matrix backends stop) to start it again "
+            "on its node's address, or set backend.host",
+        )
 
     def _lost(self, replica: Replica, client: Any, error: BackendError) -> None:
         """Take a replica that cannot be reached out of the rotation, and bring it back once it answers again."""
@@ -311,7 +355,7 @@ class EngineBackend(Backend):
                     _awaitable(replica.actor.ready.remote(self.client_id, self.config.keep_alive)),
                     self.config.health_timeout_s + 60,
                 )
-                client = OpenAIBackend(self._client_config(endpoint["base_url"]))
+                client = OpenAIBackend(self._client_config(endpoint))
                 await client.start()
             except RayActorError as error:
                 logger.error(
@@ -325,7 +369,8 @@ class EngineBackend(Backend):
                 logger.warning("backend '%s': replica %d is not back yet: %s", self.engine, replica.index, error)
                 await asyncio.sleep(RECOVER_EVERY_S)
                 continue
-            replica.client, replica.base_url, replica.up = client, endpoint["base_url"], True
+            replica.client, replica.base_url, replica.api_key = client, endpoint.base_url, endpoint.api_key
+            replica.up = True
             logger.info("backend '%s': replica %d is back at %s", self.engine, replica.index, replica.base_url)
             if old is not None:
                 await old.close()

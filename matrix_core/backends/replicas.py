@@ -28,6 +28,8 @@ class Replica:
     actor: Any
     client: Any = None
     base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    """The key its server requires, from the replica itself."""
     in_flight: int = 0
     up: bool = False
     served: int = 0

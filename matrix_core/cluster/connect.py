@@ -15,6 +15,55 @@ from matrix_core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""``0``: a Ray this process starts binds 127.0.0.1 only (and accepts no other node); read by Ray when imported."""
+TOKEN_AUTH_SINCE = "2.52"
+"""The first Ray with token authentication, the only lock on a cluster's services (GCS, dashboard, Ray Client)."""
+
+
+def has_token_auth() -> bool:
+    """Whether the installed Ray can require a token of whoever connects."""
+    import ray
+    from packaging.version import Version
+
+    return Version(ray.__version__) >= Version(TOKEN_AUTH_SINCE)
+
+
+def require_token_auth(what: str) -> None:
+    """Refuse ``what`` (starting or joining a cluster) on a Ray without token authentication."""
+    if not has_token_auth():
+        import ray
+
+        raise ClusterError(
+            f"{what} needs Ray {TOKEN_AUTH_SINCE} or later (token authentication); this is Ray {ray.__version__}",
+            hint=f"pip install 'ray[default]>={TOKEN_AUTH_SINCE}'",
+        )
+
+
+def _check_private_ray() -> None:
+    """Refuse a private Ray that would listen beyond loopback unless the user asked for it; warn where it has no
+    token. Ray parsed ``LOOPBACK_ONLY`` when ray was first imported in this process, into a constant that no public
+    API shows: a caller who imported ray before matrix_core, with the variable unset, gets Ray's default (every
+    interface)."""
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        if os.environ.get(LOOPBACK_ONLY) != "1":
+            raise ClusterError(
+                f"ray was imported before {LOOPBACK_ONLY}=0 was set: a private Ray would listen on every interface",
+                hint=f"import matrix_core before ray, or set {LOOPBACK_ONLY}=0 before Python starts",
+            )
+        logger.warning("%s=1: this run's private Ray listens on every interface, not only 127.0.0.1", LOOPBACK_ONLY)
+    if not has_token_auth():
+        import ray
+
+        logger.warning(
+            "Ray %s has no token authentication (%s or later): this run's private Ray is on loopback, open to "
+            "every user of this machine",
+            ray.__version__,
+            TOKEN_AUTH_SINCE,
+        )
+
 
 @dataclass(frozen=True)
 class RayTarget:
@@ -50,19 +99,25 @@ class RayTarget:
         os.environ.update(self.env)
 
     def init(self) -> None:
-        """Start or join Ray for this process; a cluster that cannot be reached is a one-line error."""
+        """Start or join Ray for this process; a cluster that cannot be reached, a Ray too old for token
+        authentication (to join one) or a private Ray that would not stay on loopback is a one-line error."""
         self.apply_env()
+        if self.address is None:  # matrix_core/__init__.py has set it already, unless someone removed it since
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
         import ray
 
         options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if self.runtime_env:
             options["runtime_env"] = dict(self.runtime_env)
         if self.address is None:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a private Ray stays on loopback
-            ray.init(address="local", include_dashboard=False, **options)
+            _check_private_ray()
+            with _entrypoint_without_values():
+                ray.init(address="local", include_dashboard=False, **options)
             return
+        require_token_auth(f"joining Ray at {self.address}")
         try:
-            ray.init(address=self.address, **options)
+            with _entrypoint_without_values():
+                ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError) as error:
             raise ClusterError(
                 f"cannot reach Ray at {self.address}: {str(error).splitlines()[0]}",
@@ -80,6 +135,26 @@ class RayTarget:
             yield
         finally:
             ray.shutdown()
+
+
+@contextmanager
+def _entrypoint_without_values() -> Iterator[None]:
+    """Ray records the driver's command line (the process's, read by ``psutil``, not ``sys.argv``) as its job's
+    entrypoint, which anyone who reaches the cluster can list: have it record each ``KEY=VALUE`` as ``KEY=***``."""
+    from subprocess import list2cmdline
+
+    import psutil
+    from ray._private import utils
+
+    from matrix_core.redaction import redact_argv
+
+    recorded = utils.get_entrypoint_name
+    entrypoint = list2cmdline(redact_argv(psutil.Process().cmdline()))
+    utils.get_entrypoint_name = lambda: entrypoint
+    try:
+        yield
+    finally:
+        utils.get_entrypoint_name = recorded
 
 
 def load_runtime_env(path: str | None) -> dict[str, Any] | None:

@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from matrix_core.cluster import local, prometheus, slurm
-from matrix_core.cluster.connect import RayTarget
-from matrix_core.cluster.state import ClusterError, ClusterState, HeadInfo, load, new_cluster
+from matrix_core.cluster.connect import RayTarget, require_token_auth
+from matrix_core.cluster.state import LOOPBACK, ClusterError, ClusterState, HeadInfo, load, new_cluster
+from matrix_core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,26 @@ def start_cluster(
     workers: int,
     with_prometheus: bool,
     timeout_s: float,
+    with_dashboard: bool = False,
+    metrics_host: str = LOOPBACK,
 ) -> ClusterState:
     """Start the head, wait until it is reachable, then start ``workers`` workers and wait until they joined.
     On any failure the jobs already started are stopped, and the error names the failing job's log."""
     if local_nodes and slurm_options:
         raise ClusterError("--local and --slurm exclude each other")
+    if metrics_host != LOOPBACK and not with_prometheus:
+        raise UsageError("--metrics-host says where Prometheus listens: it needs --prometheus")
+    require_token_auth("a cluster")
     if with_prometheus and local_nodes and prometheus.executable() is None:
         raise ClusterError("--prometheus: no `prometheus` on PATH", hint="Debian: apt-get install prometheus")
-    state = new_cluster(name, "local" if local_nodes else "slurm", slurm_options, with_prometheus)
+    state = new_cluster(
+        name,
+        "local" if local_nodes else "slurm",
+        slurm_options,
+        with_prometheus,
+        dashboard=with_dashboard,
+        metrics_host=metrics_host,
+    )
     try:
         state.head_job = _backend(state).spawn_head(state)
         state.save()

@@ -21,9 +21,7 @@ def spawn_node(state: ClusterState, role: str, address: str | None = None) -> st
     logs = state.directory / "logs"
     logs.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "matrix_core.cluster.node", role, str(state.directory)]
-    if role == "head":
-        command += ["prometheus"] if state.prometheus else []
-    else:
+    if role == "worker":
         assert address is not None
         command.append(address)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # "0" (loopback only) refuses worker nodes

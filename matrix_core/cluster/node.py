@@ -1,6 +1,7 @@
 """The process that runs one Ray node of a Matrix cluster, on this machine (``--local``) or inside a SLURM job:
-``ray start --block`` with the cluster's token and private ports, plus on the head its ``head.json`` and, when
-asked, Prometheus. It lives as long as its node: stopping it (SIGTERM, or ``scancel``) stops the node."""
+``ray start --block`` with the cluster's token and private ports, plus on the head its ``head.json``, the list of
+every node's metrics exporter and, when asked, Prometheus and Ray's dashboard. It lives as long as its node:
+stopping it (SIGTERM, or ``scancel``) stops the node."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 from matrix_core.cluster import prometheus
+from matrix_core.cluster.connect import LOOPBACK_ONLY
+from matrix_core.cluster.state import ClusterState, private_directory, write_private
 
 MARKER = "MATRIX_CLUSTER_DIR"
 """Set in the environment of every process of a cluster's nodes (Ray's workers inherit it), so that tests and
@@ -36,9 +38,20 @@ def free_port(host: str = "") -> int:
         return probe.getsockname()[1]
 
 
-def ray_temp_dir(cluster_directory: Path) -> Path:
-    """The head's Ray temp dir: node-local and short, because Ray's socket paths live under it."""
-    return Path(tempfile.gettempdir()) / f"matrix-{zlib.crc32(str(cluster_directory).encode()):08x}"
+def private_temp_dir() -> Path:
+    """A new directory for the head's temporary files: mode 700 under a random name, so nobody can have made it (or
+    a symlink there) before, or look inside. Ray's own go in its ``ray/``, which Ray makes world-writable (so that
+    several users can share one Ray temp dir): the private parent keeps everyone else out. On the node's local disk
+    (``$TMPDIR``, else /tmp) and short, because Ray's Unix sockets live under it (at most 107 bytes a path); not under
+    MATRIX_HOME, which is usually a shared filesystem."""
+    return Path(tempfile.mkdtemp(prefix="matrix-"))
+
+
+def node_ip() -> str:
+    """This node's address as Ray picks it (the interface of the default route)."""
+    from ray.util import get_node_ip_address
+
+    return get_node_ip_address()
 
 
 def _cpus_from_slurm() -> list[str]:
@@ -62,11 +75,12 @@ def _ray_start(extra: list[str]) -> list[str]:
 
 
 def _environment(cluster_directory: Path) -> dict[str, str]:
-    token_path = cluster_directory / "auth_token"
+    """What every process of a node runs with: the cluster's token, and Ray's cluster mode (other nodes must reach
+    this one; matrix_core's import set loopback-only for private runs)."""
     return {
-        **os.environ,
         "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token_path),
+        "RAY_AUTH_TOKEN_PATH": str(cluster_directory / "auth_token"),
+        LOOPBACK_ONLY: "1",
         MARKER: str(cluster_directory),
     }
 
@@ -76,7 +90,8 @@ class _Node:
     30-second start-up limit is sometimes too short), stopped when this process is asked to stop."""
 
     def __init__(self, cluster_directory: Path) -> None:
-        self.env = _environment(cluster_directory)
+        os.environ.update(_environment(cluster_directory))  # before ray is imported here (node_ip, the targets)
+        self.env = dict(os.environ)
         self.children: list[subprocess.Popen] = []
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
@@ -85,6 +100,8 @@ class _Node:
     def start_ray(self, command: list[str], ready: Callable[[], bool], before_retry: Callable[[], None]) -> None:
         """Run ``command`` until ``ready()``; a run that exits first is retried up to ``ATTEMPTS`` times."""
         for attempt in range(1, ATTEMPTS + 1):
+            if self.stopping:  # asked to stop (SIGTERM) before Ray started: start nothing that would outlive us
+                raise RuntimeError("stopped before Ray started")
             self.ray = self.spawn_ray(command)
             while not ready():
                 if self.ray.poll() is not None:
@@ -139,12 +156,21 @@ class _Node:
         return 0 if self.stopping else code
 
 
-def run_head(cluster_dir: str, with_prometheus: bool = False) -> None:
-    """Run the head node until stopped; writes ``head.json`` once Ray accepts connections."""
+def run_head(cluster_dir: str) -> None:
+    """Run the head node until stopped; writes ``head.json`` once Ray accepts connections. What runs beside Ray
+    (the dashboard, Prometheus) is read from the cluster's ``cluster.json``."""
     directory = Path(cluster_dir)
-    temp_dir = ray_temp_dir(directory)
-    shutil.rmtree(temp_dir, ignore_errors=True)  # a previous head's address file must not be taken for ours
+    state = ClusterState(**json.loads((directory / "cluster.json").read_text()))
+    node = _Node(directory)
+    temp_dir = private_temp_dir()
+    ray_dir = temp_dir / "ray"
     ports = {name: free_port() for name in ("gcs", "client", "dashboard")}
+    dashboard, dashboard_url = ["--include-dashboard", "false"], None
+    if state.dashboard:  # its HTTP API (jobs: code execution) asks for the cluster's token; this node's address only
+        host = node_ip()
+        dashboard = ["--include-dashboard", "true", "--dashboard-host", host]
+        dashboard += ["--dashboard-port", str(ports["dashboard"])]
+        dashboard_url = f"http://{_host_port(host, ports['dashboard'])}"
     command = _ray_start(
         [
             "--head",
@@ -152,79 +178,103 @@ def run_head(cluster_dir: str, with_prometheus: bool = False) -> None:
             str(ports["gcs"]),
             "--ray-client-server-port",
             str(ports["client"]),
-            "--include-dashboard",
-            "true",
-            "--dashboard-host",
-            "0.0.0.0",  # the dashboard asks for the cluster's token too
-            "--dashboard-port",
-            str(ports["dashboard"]),
+            *dashboard,
             "--temp-dir",
-            str(temp_dir),
+            str(ray_dir),
         ]
     )
-    node = _Node(directory)
-    address_file = temp_dir / "ray_current_cluster"
-    node.start_ray(
-        command,
-        ready=lambda: node.started.is_set() and address_file.exists() and bool(address_file.read_text().strip()),
-        before_retry=lambda: shutil.rmtree(temp_dir, ignore_errors=True),
-    )
+    address_file = ray_dir / "ray_current_cluster"
+    code = None
     try:
-        _serve_head(node, command, directory, temp_dir, ports, with_prometheus)
-    except BaseException:  # e.g. no prometheus on this node: Ray must not outlive the job's failure
-        node.stop()
-        node.wait()
-        raise
-    code = node.wait()
+        node.start_ray(
+            command,
+            ready=lambda: node.started.is_set() and address_file.exists() and bool(address_file.read_text().strip()),
+            before_retry=lambda: address_file.unlink(missing_ok=True),  # a failed try's address must not be taken
+        )
+        try:
+            _serve_head(node, command, state, directory, temp_dir, ports["client"], dashboard_url)
+        except BaseException:  # e.g. no prometheus on this node: Ray must not outlive the job's failure
+            node.stop()
+            node.wait()
+            raise
+        code = node.wait()
+    finally:
+        if code == 0 or node.stopping:  # kept after a failure: Ray's logs in it say why
+            shutil.rmtree(temp_dir, ignore_errors=True)
     if code:
-        raise RuntimeError(f"the Ray head exited with status {code}; see this job's log")
+        raise RuntimeError(f"the Ray head exited with status {code}; see this job's log and Ray's in {temp_dir}")
 
 
 def _serve_head(
-    node: _Node, command: list[str], directory: Path, temp_dir: Path, ports: dict[str, int], with_prometheus: bool
+    node: _Node,
+    command: list[str],
+    state: ClusterState,
+    directory: Path,
+    temp_dir: Path,
+    client_port: int,
+    dashboard_url: str | None,
 ) -> None:
-    """Write ``head.json`` (and start Prometheus), then keep the metrics targets fresh until Ray exits."""
-    address_file = temp_dir / "ray_current_cluster"
-    address = address_file.read_text().strip()
+    """Write the metrics targets and ``head.json`` (and start Prometheus), then keep the targets fresh until Ray
+    exits."""
+    address = (temp_dir / "ray" / "ray_current_cluster").read_text().strip()
     ip = address.rsplit(":", 1)[0]
     metrics_port = command[command.index("--metrics-export-port") + 1]
+    targets = _metrics_targets(address, temp_dir / "ray")
+    _write_targets(targets, directory)
     info = {
         "address": address,
-        "client_address": f"ray://{ip}:{ports['client']}",
-        "dashboard_url": f"http://{ip}:{ports['dashboard']}",
+        "client_address": f"ray://{ip}:{client_port}",
+        "dashboard_url": dashboard_url,
         "metrics_endpoint": f"{ip}:{metrics_port}",
         "temp_dir": str(temp_dir),
         "prometheus_url": None,
     }
-    if with_prometheus:
+    if state.prometheus:
         port = free_port()
-        session = (temp_dir / "session_latest").resolve()
-        config = prometheus.write_config(directory, session / "prom_metrics_service_discovery.json")
-        node.spawn(prometheus.command(config, temp_dir / "prometheus", f"{ip}:{port}"), dict(os.environ))
-        info["prometheus_url"] = f"http://{ip}:{port}"
-    temporary = directory / "head.json.tmp"
-    temporary.write_text(json.dumps(info, indent=2) + "\n")
-    temporary.replace(directory / "head.json")
-    _keep_targets(node, temp_dir, directory)
-
-
-def _keep_targets(node: _Node, temp_dir: Path, directory: Path) -> None:
-    """Until Ray exits, copy Ray's list of every node's metrics endpoint (on the head's local disk) into the
-    cluster directory, where ``matrix metrics`` reads it from any machine."""
-    source = temp_dir / "session_latest" / "prom_metrics_service_discovery.json"
-    while node.ray.poll() is None:
-        if source.exists():
-            try:
-                shutil.copyfile(source, directory / "metrics_targets.json.tmp")
-                (directory / "metrics_targets.json.tmp").replace(directory / "metrics_targets.json")
-            except OSError:
-                pass  # Ray replaces the file while we copy it: the next round gets it
+        config = prometheus.write_config(directory, directory / "metrics_targets.json")
+        listen = _host_port(state.metrics_host, port)
+        node.spawn(prometheus.command(config, temp_dir / "prometheus", listen), dict(os.environ))
+        reach = ip if state.metrics_host in prometheus.EVERY_INTERFACE else state.metrics_host
+        info["prometheus_url"] = f"http://{_host_port(reach, port)}"
+    write_private(directory / "head.json", json.dumps(info, indent=2) + "\n")
+    while True:
         time.sleep(2)
+        if node.ray.poll() is not None or node.stopping:  # asking a GCS that is gone would wait 60 s
+            return
+        _write_targets(targets, directory)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _metrics_targets(address: str, temp_dir: Path) -> Callable[[], str]:
+    """Every live node's metrics exporter, in Prometheus' file_sd format, asked of the GCS at ``address``. Ray's
+    dashboard writes this list when it runs; without it, this is Ray's own writer, used in this process (it lives
+    in ``ray._private``: no public API lists the exporters without a driver)."""
+    from ray._private.metrics_agent import PrometheusServiceDiscoveryWriter
+
+    return PrometheusServiceDiscoveryWriter(address, str(temp_dir)).get_file_discovery_content
+
+
+def _write_targets(targets: Callable[[], str], directory: Path) -> None:
+    """Write ``metrics_targets.json`` into the cluster directory, where Prometheus and ``matrix metrics`` (from any
+    machine) read it."""
+    try:
+        content = targets()
+    except Exception as error:  # the GCS busy or going away: Ray's dashboard logs this and tries again too
+        print(f"metrics targets not refreshed: {error}", file=sys.stderr, flush=True)
+        return
+    write_private(directory / "metrics_targets.json", content)
 
 
 def run_worker(cluster_dir: str, address: str) -> None:
     """Run a worker node joined to the head at ``address`` until stopped."""
-    node = _Node(Path(cluster_dir))
+    directory = Path(cluster_dir)
+    node = _Node(directory)
+    # Ray puts a worker's files at the head's temp dir path, on the worker's own disk: private there too (ours,
+    # mode 700), refused if someone made it first. Left in place at the end: another worker of ours may share it.
+    private_directory(Path(json.loads((directory / "head.json").read_text())["temp_dir"]))
     node.start_ray(
         _ray_start(["--address", address]),
         ready=lambda: node.started.is_set(),
@@ -239,7 +289,7 @@ def main() -> None:
     """``python -m matrix_core.cluster.node head|worker CLUSTER_DIR [ADDRESS]``: a node on this machine."""
     role, cluster_dir, *rest = sys.argv[1:]
     if role == "head":
-        run_head(cluster_dir, with_prometheus=rest == ["prometheus"])
+        run_head(cluster_dir)
     else:
         run_worker(cluster_dir, rest[0])
 

@@ -1,18 +1,24 @@
-"""Prometheus for a cluster: a config that scrapes every Ray node's metrics exporter, found through the service
-discovery file Ray's head keeps, and the command line that runs it."""
+"""Prometheus for a cluster: a config that scrapes every Ray node's metrics exporter, found through the list of
+them that the head keeps (``metrics_targets.json``), and the command line that runs it. It serves its web UI and API
+without authentication: on 127.0.0.1 unless ``matrix cluster start --metrics-host HOST`` says otherwise."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from matrix_core.cluster.state import write_private
+
 SCRAPE_INTERVAL_S = 5
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
+"""``--metrics-host`` values that mean every interface: the URL to publish then names the node's own address."""
 
 
 def write_config(directory: Path, discovery_file: Path) -> Path:
     """Write ``prometheus.yml`` into ``directory`` and return its path."""
     path = directory / "prometheus.yml"
-    path.write_text(
+    write_private(
+        path,
         "# Written by `matrix cluster start --prometheus`: scrape every Ray node of this cluster.\n"
         "global:\n"
         f"  scrape_interval: {SCRAPE_INTERVAL_S}s\n"
@@ -21,7 +27,7 @@ def write_config(directory: Path, discovery_file: Path) -> Path:
         "  - job_name: ray\n"
         "    file_sd_configs:\n"
         f"      - files: ['{discovery_file}']\n"
-        f"        refresh_interval: {SCRAPE_INTERVAL_S}s\n"
+        f"        refresh_interval: {SCRAPE_INTERVAL_S}s\n",
     )
     return path
 
@@ -32,7 +38,8 @@ def executable() -> str | None:
 
 
 def command(config: Path, data_dir: Path, listen: str) -> list[str]:
-    """Run Prometheus with ``config``, storing its data in ``data_dir``, serving on ``listen`` (``HOST:PORT``)."""
+    """Run Prometheus with ``config``, storing its data in ``data_dir``, serving on ``listen`` (``HOST:PORT``, from
+    ``--metrics-host``: 127.0.0.1 unless asked)."""
     binary = executable()
     if binary is None:
         raise RuntimeError("prometheus is not on PATH (Debian: apt-get install prometheus)")

@@ -50,7 +50,7 @@ def _executor(state: ClusterState, role: str) -> Any:
 
 def submit_head(state: ClusterState) -> str:
     """Submit the head's job; returns its id."""
-    return _submit(_executor(state, "head"), "head", node.run_head, str(state.directory), state.prometheus)
+    return _submit(_executor(state, "head"), "head", node.run_head, str(state.directory))
 
 
 def submit_workers(state: ClusterState, address: str, count: int) -> list[str]:

@@ -4,6 +4,7 @@ the head once Ray is up), the auth token, the SLURM launch scripts and every nod
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from matrix_core.errors import MatrixError, UsageError
+from matrix_core.redaction import redact
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+LOOPBACK = "127.0.0.1"
 
 
 class ClusterError(MatrixError):
@@ -44,10 +47,13 @@ class HeadInfo:
     address: str
     """The GCS address, ``HOST:PORT``: what ``ray.init(address=...)`` and workers take."""
     client_address: str
-    dashboard_url: str
+    dashboard_url: str | None
+    """Ray's dashboard, with its Jobs API (``matrix cluster start --dashboard``); ``None`` when it does not run."""
     metrics_endpoint: str
     """``HOST:PORT`` of the head's Prometheus exporter (each node has its own; see ``metrics_targets.json``)."""
     temp_dir: str
+    """The head's temporary directory on its local disk (Ray's files in its ``ray/``): mode 700, a new random name
+    at each start, removed when the head stops."""
     prometheus_url: str | None = None
 
 
@@ -61,6 +67,10 @@ class ClusterState:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     slurm: dict[str, Any] = field(default_factory=dict)
     prometheus: bool = False
+    dashboard: bool = False
+    """Whether the head runs Ray's dashboard (on its own address, behind the cluster's token)."""
+    metrics_host: str = LOOPBACK
+    """Where the head's Prometheus listens (``--metrics-host``): this machine only, unless asked."""
     head_job: str | None = None
     """The head's SLURM job id, or for ``local`` the pid of its node process."""
     worker_jobs: list[str] = field(default_factory=list)
@@ -92,17 +102,19 @@ class ClusterState:
         """Write ``cluster.json`` atomically."""
         self.directory.mkdir(parents=True, exist_ok=True)
         temporary = self.directory / "cluster.json.tmp"
-        temporary.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        temporary.write_text(json.dumps(redact(dataclasses.asdict(self)), indent=2) + "\n")
         temporary.replace(self.directory / "cluster.json")
 
     def to_json(self) -> dict[str, Any]:
         """Everything known about the cluster, head included, for ``--json`` output."""
         head = self.head
-        return {
-            **dataclasses.asdict(self),
-            "directory": str(self.directory),
-            "head": dataclasses.asdict(head) if head else None,
-        }
+        return redact(
+            {
+                **dataclasses.asdict(self),
+                "directory": str(self.directory),
+                "head": dataclasses.asdict(head) if head else None,
+            }
+        )
 
 
 def cluster_dir(name: str) -> Path:
@@ -135,17 +147,58 @@ def list_clusters() -> list[ClusterState]:
     ]
 
 
-def new_cluster(name: str, kind: str, slurm: dict[str, Any], prometheus: bool) -> ClusterState:
+def new_cluster(
+    name: str,
+    kind: str,
+    slurm: dict[str, Any],
+    prometheus: bool,
+    *,
+    dashboard: bool = False,
+    metrics_host: str = LOOPBACK,
+) -> ClusterState:
     """Create the state of a new cluster, with a fresh auth token; refuses a name that is running."""
     directory = cluster_dir(name)
     if (directory / "cluster.json").exists() and load(name).stopped is None:
         raise ClusterError(f"cluster {name!r} is already running", hint=f"`matrix cluster stop {name}` first")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_directory(directory)
     for stale in ("head.json", "metrics_targets.json"):
         (directory / stale).unlink(missing_ok=True)
-    state = ClusterState(name=name, kind=kind, slurm=slurm, prometheus=prometheus)
-    descriptor = os.open(state.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as token:
-        token.write(secrets.token_hex(32))
+    state = ClusterState(
+        name=name, kind=kind, slurm=slurm, prometheus=prometheus, dashboard=dashboard, metrics_host=metrics_host
+    )
+    write_private(state.token_path, secrets.token_hex(32))
     state.save()
     return state
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` with mode 700, or keep it if it is already a directory of this user's (made private); a
+    symlink or a directory owned by someone else is refused rather than used (a cluster's token, Ray's sockets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # a symlink (ELOOP) or not a directory (ENOTDIR)
+        descriptor = None
+    try:
+        if descriptor is None or os.fstat(descriptor).st_uid != os.getuid():
+            raise ClusterError(
+                f"{path} is a symlink, not a directory, or someone else's: refusing to use it",
+                hint="remove it if it is yours; for a cluster's state, MATRIX_HOME can name another directory",
+            )
+        os.fchmod(descriptor, 0o700)
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` whole, mode 600, through a new file (never through a symlink or a file planted before) that
+    then replaces it: readers see the old content or the new, never half."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    temporary.replace(path)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from matrix_core.cli import user_errors
+from matrix_core.cluster.state import LOOPBACK
 
 TIMEOUT = click.option(
     "--timeout",
@@ -39,10 +40,38 @@ def cluster() -> None:
 )
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Worker nodes to start.")
 @click.option("--local", "local_nodes", is_flag=True, help="Run the nodes as processes on this machine, not on SLURM.")
-@click.option("--prometheus", "with_prometheus", is_flag=True, help="Also run Prometheus on the head node.")
+@click.option(
+    "--prometheus",
+    "with_prometheus",
+    is_flag=True,
+    help="Also run Prometheus on the head node (no authentication: listens on 127.0.0.1 unless --metrics-host).",
+)
+@click.option(
+    "--metrics-host",
+    metavar="HOST",
+    default=LOOPBACK,
+    show_default=True,
+    help="Where Prometheus listens: another address (0.0.0.0: every interface) opens it, unauthenticated, to "
+    "whoever reaches it. Ray's own metrics exporters listen on every interface of each node, read-only and "
+    "unauthenticated: Ray has no option for it (docs/clusters.md).",
+)
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Also run Ray's dashboard (and its Jobs API, which runs code) on the head's own address, behind the "
+    "cluster's token (Ray's token authentication). Off by default.",
+)
 @TIMEOUT
 def start(
-    name: str, slurm_options: tuple[str, ...], workers: int, local_nodes: bool, with_prometheus: bool, timeout_s: float
+    name: str,
+    slurm_options: tuple[str, ...],
+    workers: int,
+    local_nodes: bool,
+    with_prometheus: bool,
+    metrics_host: str,
+    with_dashboard: bool,
+    timeout_s: float,
 ) -> None:
     """Start cluster NAME: the Ray head first, then --workers workers joining it."""
     from matrix_core.cluster import control, slurm
@@ -56,12 +85,15 @@ def start(
             workers=workers,
             with_prometheus=with_prometheus,
             timeout_s=timeout_s,
+            with_dashboard=with_dashboard,
+            metrics_host=metrics_host,
         )
 
     state = user_errors(go)
     head = state.head
     click.echo(f"cluster {name} started ({state.kind}): head {head.address}, {workers} worker(s)")
-    click.echo(f"  dashboard:  {head.dashboard_url}")
+    if head.dashboard_url:
+        click.echo(f"  dashboard:  {head.dashboard_url} (asks for the cluster's token)")
     if head.prometheus_url:
         click.echo(f"  prometheus: {head.prometheus_url}")
     click.echo(f"  state:      {state.directory}")
@@ -104,7 +136,7 @@ def status(name: str, as_json: bool) -> None:
         ("nodes alive", str(ray["nodes_alive"]) if ray else "-"),
         ("CPUs free", f"{ray['cpus_free']:g} / {ray['cpus']:g}" if ray else "-"),
         ("GPUs free", f"{ray['gpus_free']:g} / {ray['gpus']:g}" if ray else "-"),
-        ("dashboard", head.get("dashboard_url", "-")),
+        ("dashboard", head.get("dashboard_url") or "-"),
         ("prometheus", head.get("prometheus_url") or "-"),
         ("directory", report["directory"]),
     ]
@@ -137,7 +169,7 @@ def list_(as_json: bool) -> None:
             "stopped" if state.stopped else "running",
             head.address if head else "-",
             ", ".join(job for job in [state.head_job, *state.worker_jobs] if job),
-            head.dashboard_url if head else "-",
+            (head.dashboard_url if head else None) or "-",
         )
     Console().print(table)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +21,8 @@ from matrix_core.commands.options import address_option, cluster_option, config_
 from matrix_core.errors import ConfigError, MatrixError
 
 WATCH_S = 2.0
+KEY_VARIABLE = "MATRIX_ENGINE_KEY"
+"""The variable `matrix serve` suggests for handing a replica's key to an `openai` backend."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,9 @@ class BackendTarget:
 def serve(config_files: tuple[str, ...], cluster: str | None, address: str | None, overrides: tuple[str, ...]) -> None:
     """Start the `vllm` or `sglang` engines that `backend.*` describes and keep them running.
 
-    Prints each replica's base URL (for runs with backend.type=openai) and their Ray names (runs on the same Ray
-    cluster with the same backend settings reuse them). Stops them on Ctrl-C; `matrix backends stop` stops them
-    from elsewhere.
+    Prints each replica's base URL and the 0600 file holding its key (for runs with backend.type=openai), and their
+    Ray names (runs on the same Ray cluster with the same backend settings reuse them, and get the keys from Ray).
+    Stops them on Ctrl-C; `matrix backends stop` stops them from elsewhere.
     """
     from matrix_core.backends.engine import EngineBackend
 
@@ -57,12 +63,18 @@ def serve(config_files: tuple[str, ...], cluster: str | None, address: str | Non
     with connected_ray(cluster, address) as ray_address:
         endpoints = user_errors(lambda: asyncio.run(_start(backend)))
         names = backend.actor_names()
+        pairs = zip(names, endpoints, strict=True)
+        key_files = user_errors(lambda: [write_key_file(name, key) for name, (_, key) in pairs])
         click.echo(
             f"Serving {backend.config.model} with {backend.engine} on {len(names)} replicas (Ray at {ray_address}):"
         )
-        for name, base_url in zip(names, endpoints, strict=True):
-            click.echo(f"  {name}  {base_url}")
-        click.echo(f"Use one:  matrix run ... backend.type=openai backend.base_url={endpoints[0]}")
+        for name, (base_url, _), key_file in zip(names, endpoints, key_files, strict=True):
+            click.echo(f"  {name}  {base_url}  key in {key_file}")
+        click.echo(f'Use one:  export {KEY_VARIABLE}="$(cat {key_files[0]})"')
+        click.echo(
+            f"          matrix run ... backend.type=openai backend.base_url={endpoints[0][0]} "
+            f"backend.api_key_env={KEY_VARIABLE}"
+        )
         click.echo(f"Stop:     Ctrl-C, or matrix backends stop --address {ray_address}")
         try:
             _wait_until_stopped(names)
@@ -141,7 +153,8 @@ def connected_ray(cluster: str | None, address: str | None) -> Iterator[str]:
 
 
 def stop_engines(names: Sequence[str]) -> list[str]:
-    """Stop the named engine replicas (their servers, then their actors, for good); returns those stopped."""
+    """Stop the named engine replicas (their servers, then their actors, for good) and remove the key files
+    `matrix serve` left for them here; returns those stopped."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -156,7 +169,41 @@ def stop_engines(names: Sequence[str]) -> list[str]:
         with contextlib.suppress(RayActorError):  # it may end before its answer leaves
             ray.get(actor.stop.remote())
         stopped.append(name)
+    for name in names:
+        (keys_dir() / f"{name}.key").unlink(missing_ok=True)
     return stopped
+
+
+def keys_dir() -> Path:
+    """Where `matrix serve` leaves the replicas' keys: ``$MATRIX_HOME/engines`` (``~/.matrix/engines``)."""
+    from matrix_core.cluster.state import matrix_home
+
+    return matrix_home() / "engines"
+
+
+def write_key_file(name: str, key: str) -> Path:
+    """Write replica ``name``'s key to ``<keys_dir>/<name>.key``, 0600 in a 0700 directory of this user, and
+    return its path. The file is written aside and renamed into place: a link planted there is replaced, not
+    followed."""
+    directory = keys_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise MatrixError(
+            f"{directory} is not a directory of this user: refusing to keep engine keys there",
+            hint="remove it, or set MATRIX_HOME to a directory of yours",
+        )
+    os.chmod(directory, 0o700)
+    fd, written = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".key")  # 0600, a new file
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")
+        path = directory / f"{name}.key"
+        os.replace(written, path)
+    except BaseException:
+        Path(written).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _wait_until_stopped(names: Sequence[str]) -> None:
@@ -176,10 +223,11 @@ def _wait_until_stopped(names: Sequence[str]) -> None:
         time.sleep(WATCH_S)
 
 
-async def _start(backend: Any) -> list[str]:
+async def _start(backend: Any) -> list[tuple[str, str]]:
+    """Start the engines and return each replica's base URL and key."""
     await backend.start()
     try:
-        return [url for url in backend.endpoints() if url]
+        return [(replica.base_url, replica.api_key) for replica in backend.replicas if replica.up]
     finally:
         await backend.close()  # kept alive: letting go does not stop them
 

@@ -12,6 +12,7 @@ import ray
 
 from matrix_core.engine.components import import_target
 from matrix_core.engine.telemetry import WriterTelemetry
+from matrix_core.redaction import redact
 from matrix_core.sinks.jsonl import JsonlSink
 
 
@@ -119,5 +120,6 @@ class Writer:
             "workflow": {key: value / done for key, value in sorted(self.workflow_sums.items())} if done else {},
             **extra,
         }
+        result = redact(result)  # reasons are error messages, which may quote a key
         self.metrics_path.write_text(json.dumps(result, indent=2) + "\n")
         return result

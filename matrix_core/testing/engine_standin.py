@@ -3,7 +3,12 @@ cannot run: it takes the same flags and serves :class:`FakeOpenAIServer` on the 
 
 Point an engine backend at it with ``backend.server_command=[python, -m, matrix_core.testing.engine_standin]``.
 Besides the OpenAI routes it answers ``GET /health`` (503 until ``--standin-health-delay-s`` has passed) and
-``GET /standin``: the command line it was started with, its pid, ``CUDA_VISIBLE_DEVICES`` and its health polls.
+``GET /standin``: the command line it was started with, its pid, ``CUDA_VISIBLE_DEVICES``, its health polls and
+where its key came from. Both stay open; every other route requires the key when it has one.
+
+It takes a key the way the engines do: ``--api-key KEY`` (both), ``api-key: KEY`` in the YAML file of
+``--config FILE`` (SGLang), or the environment variable ``VLLM_API_KEY`` (vLLM), in that order.
+
 Flags of its own (they pass through ``backend.engine_args`` like any engine flag):
 
 - ``--standin-health-delay-s S``: answer ``/health`` with 503 for S seconds (a model loading);
@@ -22,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from matrix_core.testing.server import FakeOpenAIServer
@@ -30,15 +36,18 @@ from matrix_core.testing.server import FakeOpenAIServer
 class StandinServer(FakeOpenAIServer):
     """:class:`FakeOpenAIServer` on a given address, with an engine's ``/health`` route."""
 
-    def __init__(self, argv: Sequence[str], health_delay_s: float, **knobs: Any) -> None:
+    open_paths = ("/health", "/standin")
+
+    def __init__(self, argv: Sequence[str], health_delay_s: float, key_from: str | None = None, **knobs: Any) -> None:
         super().__init__(**knobs)
         self.argv = list(argv)
+        self.key_from = key_from
         self.healthy_at = time.monotonic() + health_delay_s
         self.health_polls = 0
 
     async def serve(self, host: str, port: int) -> None:
         """Listen on ``host:port`` until the process is stopped."""
-        app = web.Application()
+        app = web.Application(middlewares=self._middlewares())
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
@@ -62,8 +71,22 @@ class StandinServer(FakeOpenAIServer):
                 "pid": os.getpid(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "health_polls": self.health_polls,
+                "key_from": self.key_from,
             }
         )
+
+
+def _key(api_key: str | None, config: str | None) -> tuple[str | None, str | None]:
+    """The key and where it came from: ``--api-key``, else ``--config``'s ``api-key``, else ``VLLM_API_KEY``."""
+    if api_key:
+        return api_key, "argv"
+    if config:
+        with open(config) as file:
+            from_file = (yaml.safe_load(file) or {}).get("api-key")
+        if from_file:
+            return str(from_file), "config"
+    from_env = os.environ.get("VLLM_API_KEY")
+    return (from_env, "env") if from_env else (None, None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -77,13 +100,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tensor-parallel-size", "--tp", dest="tp", type=int, default=1)
     parser.add_argument("--standin-health-delay-s", type=float, default=0.0)
     parser.add_argument("--standin-latency-s", type=float, default=0.0)
+    parser.add_argument("--api-key")
+    parser.add_argument("--config")
     parser.add_argument("--standin-fail-start")
     options, _engine_flags = parser.parse_known_args(argv)
     if options.standin_fail_start:
         print(options.standin_fail_start, flush=True)
         sys.exit(3)
+    key, key_from = _key(options.api_key, options.config)
     server = StandinServer(
-        argv, options.standin_health_delay_s, latency_s=options.standin_latency_s, models=[options.model]
+        argv,
+        options.standin_health_delay_s,
+        key_from,
+        latency_s=options.standin_latency_s,
+        models=[options.model],
+        api_key=key,
     )
     asyncio.run(server.serve(options.host, options.port))
 

@@ -13,12 +13,13 @@ def local_ray(import_paths: Sequence[str] = (), num_cpus: int = 2) -> Iterator[i
     """Start a private local Ray on loopback, with ``import_paths`` importable in its workers (test modules that
     define workflows); yields the port where Ray exports its metrics for Prometheus. Never use ``ray stop`` in
     tests: it kills every Ray on the machine."""
+    # Bind Ray's services to 127.0.0.1: Ray reads this when first imported (matrix_core's import set it already).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind Ray's services to 127.0.0.1
     # Ray workers inherit the environment, not the test runner's sys.path.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*import_paths, os.environ.get("PYTHONPATH")]))
     ray.init(

@@ -14,6 +14,7 @@ what it served, and records every request it received, so that a test can assert
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import json
 import logging
@@ -76,6 +77,9 @@ class FakeOpenAIServer:
         finish reason ``content_filter``, or None to let it through.
     :param port: the port to listen on (0: a free one). Once started, the server keeps its port: ``stop()`` then
         ``start()`` brings it back at the same address, as a restarted server would.
+    :param api_key: plays a server that requires a key, as vLLM and SGLang do when given one: every route but those
+        in :attr:`open_paths` answers HTTP 401 (counted in :attr:`unauthorized`, not recorded) unless the request
+        carries ``Authorization: Bearer <key>`` or Azure's ``api-key: <key>``. None: no key is asked for.
 
     The engine's probe of a backend (:data:`~matrix_core.backends.base.PROBE_MESSAGES`, one token) is answered
     apart: never scripted, failed or delayed, not recorded, and counted in ``probes``, not ``requests``, so that the
@@ -98,6 +102,7 @@ class FakeOpenAIServer:
         retry_after_headers: Sequence[str] = ("Retry-After",),
         content_filter: Callable[[dict[str, Any]], str | None] | None = None,
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.output_tokens = output_tokens
@@ -113,6 +118,9 @@ class FakeOpenAIServer:
         """Every request received, oldest first (when ``record`` is on)."""
         self.outage = False
         """While True, every chat request, probes included, is answered HTTP 503 (a 5xx storm)."""
+        self.api_key = api_key
+        self.unauthorized = 0
+        """Requests answered 401 for want of the key."""
         self._script = list(script)
         self._random = random.Random(seed)
         self._ids = itertools.count(1)
@@ -126,7 +134,7 @@ class FakeOpenAIServer:
 
     async def start(self) -> FakeOpenAIServer:
         """Listen on a free port of 127.0.0.1 in the running event loop."""
-        app = web.Application()
+        app = web.Application(middlewares=self._middlewares())
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
@@ -190,6 +198,27 @@ class FakeOpenAIServer:
         return {**self._counts, "recorded": len(self.requests)}
 
     # --- routes ------------------------------------------------------------------------------------------------
+
+    open_paths: tuple[str, ...] = ("/health",)
+    """Routes answered without the key, as engines leave ``/health`` open to health checks."""
+
+    def _middlewares(self) -> list[Any]:
+        # No middleware without a key: the benchmarks' hot path stays as it was.
+        return [self._authorize] if self.api_key is not None else []
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        """Refuse a request without the key (when one is set) with HTTP 401, as vLLM and SGLang do."""
+        if self.api_key is None or request.path in self.open_paths:
+            return await handler(request)
+        expected = self.api_key.encode()
+        authorization = request.headers.get("Authorization", "")
+        bearer = authorization[len("Bearer ") :].encode() if authorization.startswith("Bearer ") else b""
+        azure = request.headers.get("api-key", "").encode()
+        if hmac.compare_digest(bearer, expected) or hmac.compare_digest(azure, expected):
+            return await handler(request)
+        self.unauthorized += 1
+        return _error(401, "a valid API key is required", code="invalid_api_key")
 
     async def _record(self, request: web.Request) -> Any:
         """The request's body, parsed; the request is recorded unless it is the engine's probe."""
@@ -357,7 +386,8 @@ def _tool_call(tool: dict[str, Any], number: int) -> dict[str, Any]:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, code: str | None = None) -> web.Response:
-    kind = {400: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
+    kind = kinds.get(status, "server_error")
     return web.json_response(
         {"error": {"message": message, "type": kind, "code": code or status}}, status=status, headers=headers
     )

@@ -45,7 +45,7 @@ def test_overrides_are_typed_by_the_schema():
     assert resolved.role_backends["model"].deployment == "gpt-4o"
     result = CliRunner().invoke(cli, ["run", "inference", "--print-config", *AZURE, "backend.auth=password"])
     assert result.exit_code == 2
-    assert result.output.startswith("Error: override 'backend.auth=password': backend.auth: Invalid value 'password'")
+    assert result.output.startswith("Error: override #4: backend.auth: Invalid value 'password'")
 
 
 def test_print_config_redacts_the_key():
