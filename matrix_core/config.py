@@ -80,6 +80,9 @@ class RunConfig:
     outage_timeout_s: float = 600.0
     """How long a backend may fail every request (admission paused, steps waiting) before the run stops,
     resumable; 0 stops at once."""
+    stall_timeout_s: float = 600.0
+    """How long a run may go with no task finished and no step completed (a backend outage aside) before it stops,
+    naming where its tasks are held, resumable; 0 never stops it."""
 
 
 @dataclass
@@ -98,6 +101,9 @@ class OutputConfig:
 
     path: str | None = None
     sink: str = "jsonl"
+    fsync_interval_s: float = 5.0
+    """Seconds between two ``fsync`` of the output and the files beside it (each record is flushed at once, and every
+    file is synced at close): what a power loss may cost at most. 0 syncs after every batch of records."""
 
 
 @dataclass(frozen=True)
@@ -468,6 +474,7 @@ def _check_interpolations(config: DictConfig, layers: Sequence[ConfigSource]) ->
 
 def _check_ranges(config: DictConfig, layers: Sequence[ConfigSource]) -> None:
     minimums = {"run.max_concurrency": 1, "run.limit": 0, "run.partitions": 1, "run.max_retries": 0}
+    minimums["run.stall_timeout_s"] = 0
     for role in config.agents:
         minimums[f"agents.{role}.replicas"] = 1
         minimums[f"agents.{role}.max_in_flight"] = 1

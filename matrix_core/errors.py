@@ -27,3 +27,11 @@ class ConfigError(UsageError):
 
 class PluginError(MatrixError):
     """A plugin that failed to load or register (fatal only with ``MATRIX_STRICT_PLUGINS=1``)."""
+
+
+class OutputError(MatrixError):
+    """The output cannot be written (a missing directory, a full disk, another run holding it): the run stops, and
+    what was written stays for ``--resume``."""
+
+    def __reduce__(self) -> tuple[type[OutputError], tuple[str, str | None]]:
+        return type(self), (str(self), self.hint)  # the hint survives the trip from the writer actor

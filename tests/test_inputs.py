@@ -324,3 +324,119 @@ def test_a_dotted_id_key_of_the_wrong_type_is_a_bad_row(tmp_path, monkeypatch):
         BadRow, match=r"^in\.jsonl:1: 'metadata\.WARC-Record-ID' must be a string or an integer, got list$"
     ):
         rows("in.jsonl", id_key="metadata.WARC-Record-ID")
+
+
+# --- input that once ended in a traceback, or was read silently short ---------------------------------------------
+
+
+def rejected_by(path: Path | str, **options) -> tuple[list[str], list[dict]]:
+    """The ids read with ``skip_bad_rows`` and the rows rejected."""
+    rejected: list[dict] = []
+    config = InputConfig(path=str(path), skip_bad_rows=True, **options)
+    return [row.id for row in read_rows(config, on_rejected=rejected.append)], rejected
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"id": "b", "n": ' + "9" * 4301 + "}", "invalid JSON (an integer of more than 4300 digits)"),
+        ('{"id": "b", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 100 levels"),
+        ('{"id": "b", "x": ' + "[" * 100 + "]" * 100 + "}", "nested deeper than 100 levels"),
+        ('{"id": "\\ud800"}', "not UTF-8 text (a lone surrogate '\\ud800')"),
+        ('{"id": "b", "text": "x\\uDFFFy"}', "not UTF-8 text (a lone surrogate '\\udfff')"),
+        ('{"id": "b", "\\ud83d": 1}', "not UTF-8 text (a lone surrogate '\\ud83d')"),
+    ],
+    ids=["huge-int", "deep-5000", "deep-101", "surrogate-id", "surrogate-text", "surrogate-key"],
+)
+def test_rows_python_cannot_carry_are_bad_rows(tmp_path, monkeypatch, line, error):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', line, '{"id": "c"}')
+    with pytest.raises(BadRow) as raised:
+        rows("in.jsonl")
+    assert str(raised.value) == f"in.jsonl:2: {error}"
+    assert rejected_by("in.jsonl") == (["a", "c"], [{"where": "in.jsonl:2", "error": error, "line": line}])
+
+
+def test_a_lone_surrogate_written_as_bytes_is_a_bad_row_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # json.loads lets the UTF-8 form of a surrogate through; the output cannot write it
+    Path("in.jsonl").write_bytes(b'{"id": "\xed\xa0\x80"}\n{"id": "\xed\x9f\xbb"}\n')
+    ids, rejected = rejected_by("in.jsonl")
+    assert ids == ["\ud7fb"], "a Hangul syllable starts with the same byte, and is fine"
+    assert [entry["error"] for entry in rejected] == ["not UTF-8 text (a lone surrogate '\\ud800')"]
+
+
+def test_what_is_only_near_a_limit_is_a_good_row(tmp_path):
+    lines = [
+        '{"id": "deep", "x": ' + "[" * 99 + "]" * 99 + "}",
+        '{"id": "brackets", "text": "' + "[{" * 200 + '"}',
+        '{"id": "pair \\ud83d\\ude00", "text": "\\\\ud800 is how JSON writes a surrogate"}',
+        '{"id": "long", "n": ' + "9" * 4300 + "}",
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", *lines)
+    assert [row.id for row in rows(path)] == ["deep", "brackets", "pair \U0001f600", "long"]
+
+
+def test_a_truncated_zstd_shard_is_an_error_naming_it_skipped_or_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = [json.dumps({"id": index, "text": "x" * 50}) for index in range(2000)]
+    whole = write_zst(tmp_path / "in.jsonl.zst", *lines, frames=2).read_bytes()
+    for cut in (len(whole) - 1, len(whole) // 2, 3):
+        Path("in.jsonl.zst").write_bytes(whole[:cut])
+        for skip_bad_rows in (False, True):
+            rejected: list[dict] = []
+            config = InputConfig(path="in.jsonl.zst", skip_bad_rows=skip_bad_rows)
+            read: list[str] = []
+            with pytest.raises(MatrixError) as raised:
+                read.extend(row.id for row in read_rows(config, on_rejected=rejected.append))
+            assert str(raised.value) == "in.jsonl.zst: truncated zstd stream (the file ends inside a frame)"
+            assert not isinstance(raised.value, BadRow), "the rows it lost cannot be named one by one"
+            assert rejected == [], "the torn last line is not taken for a bad row"
+    empty = write_zst(tmp_path / "empty.jsonl.zst")
+    assert rows(empty) == [], "a file that ends between frames is whole"
+
+
+def test_a_zstd_shard_corrupt_in_the_middle_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = "".join(f'{{"id": {index}}}\n' for index in range(3000)).encode()
+    whole = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(data))  # as the zstd command writes
+    whole[len(whole) // 2 : len(whole) // 2 + 16] = b"\xff" * 16
+    Path("in.jsonl.zst").write_bytes(bytes(whole))
+    with pytest.raises(MatrixError, match=r"^in\.jsonl\.zst: not a readable zstd file \(.+\)$") as raised:
+        rows("in.jsonl.zst", skip_bad_rows=True)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_parquet_file_corrupt_in_the_middle_is_one_line_naming_it_skipped_or_not(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [f"r{index}" for index in range(6000)]}), path, row_group_size=2000)
+    column = pq.ParquetFile(path).metadata.row_group(2).column(0)
+    start = column.data_page_offset + 8  # inside the last row group's first page, past the start of its header
+    data = bytearray(path.read_bytes())
+    data[start : start + 64] = bytes(range(64))
+    path.write_bytes(bytes(data))
+    for skip_bad_rows in (False, True):
+        read: list[str] = []
+        with pytest.raises(MatrixError) as raised:
+            read.extend(row.id for row in read_rows(InputConfig(path=str(path), skip_bad_rows=skip_bad_rows)))
+        message = str(raised.value)
+        assert message.startswith(f"{path}: corrupt from row {len(read)} on (") and "\n" not in message
+        assert not isinstance(raised.value, BadRow)
+        assert read == [f"r{index}" for index in range(len(read))], "what was read before is good"
+
+
+def test_a_parquet_string_that_is_not_utf8_is_a_bad_row(tmp_path):
+    path = tmp_path / "in.parquet"
+    texts = pa.array([b"fine", b"\xff\xfe", b"also fine"], pa.binary()).view(pa.string())  # a careless writer's
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": texts}), path)
+    with pytest.raises(BadRow, match=r"in\.parquet:row 1: not UTF-8 text$"):
+        rows(path)
+    assert rejected_by(path) == (["a", "c"], [{"where": f"{path}:row 1", "error": "not UTF-8 text"}])
+
+
+def test_a_truncated_datasets_shard_is_one_line_naming_it(tmp_path):
+    directory = write_hf(tmp_path / "ds", [{"id": str(index), "text": "x" * 20} for index in range(50)])
+    shard = directory / "data-00000-of-00001.arrow"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(MatrixError, match=r"data-00000-of-00001\.arrow: corrupt from row \d+ on \([^\n]+\)$") as raised:
+        rejected_by(directory)
+    assert not isinstance(raised.value, BadRow)

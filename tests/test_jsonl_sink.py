@@ -76,7 +76,8 @@ def test_remove_rewrites_the_file_without_those_records_through_a_synced_tempora
     )
     JsonlSink(path).remove({"a", "3"})
     assert path.read_bytes() == b'{"id": "b", "status": "success"}\n'
-    assert replaced == [(tmp_path / "out.jsonl.tmp", path)] and len(synced) == 1, "synced, then renamed over it"
+    assert replaced == [(tmp_path / "out.jsonl.tmp", path)], "renamed over it"
+    assert len(synced) == 2, "the temporary file synced before the rename, the directory after it"
     assert sorted(child.name for child in tmp_path.iterdir()) == ["out.jsonl"]
 
 

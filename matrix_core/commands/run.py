@@ -103,7 +103,13 @@ def run(
                 f"(run.max_concurrency asks {cap['asked']})",
                 err=True,
             )
-    if line := registry.get("orchestrators", resolved.workflow).cls.summary(metrics):
+    from matrix_core.engine.plugin_calls import PluginFault, guarded
+
+    try:
+        line = guarded(registry.get("orchestrators", resolved.workflow).cls, "summary", metrics, log=False)
+    except PluginFault as fault:  # the run is done and written: a broken summary line costs only that line
+        line = f"warning: {fault.reason.removeprefix('engine: ')}"
+    if line:
         click.echo(line, err=True)
 
 

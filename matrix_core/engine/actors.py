@@ -15,10 +15,12 @@ from ray.exceptions import ObjectLostError
 
 from matrix_core.agent import AgentContext
 from matrix_core.backends.base import BackendError, set_current_task_id
+from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.health import BackendHealth
 from matrix_core.engine.offload import LOST, materialize, offload
 from matrix_core.engine.peers import Peers
+from matrix_core.engine.plugin_calls import contained
 from matrix_core.engine.telemetry import AgentTelemetry
 from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import Orchestrator
@@ -41,6 +43,7 @@ class AgentActor:
         backend_config: dict[str, Any],
         run_config: dict[str, Any],
     ) -> None:
+        actor_logs.capture(f"agent {role}")
         agent_cls = import_target(agent_target)
         workflow_cls = import_target(workflow_target)
         backend_cls = import_target(backend_target)
@@ -97,8 +100,9 @@ class AgentActor:
         assert self.peers is not None
         return [*self.held, *self.peers.holding()]
 
-    def get_stats(self) -> dict[str, int]:
-        """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once."""
+    def get_stats(self) -> dict[str, Any]:
+        """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once, and
+        this actor's warnings since the last call (``log``)."""
         self.telemetry.flush()  # the driver asks often, and once more at the end: a cheap time to export metrics
         # no peers yet: the run failed while this actor was still starting (another role's backend check failed)
         outage = self.health.outage
@@ -109,6 +113,7 @@ class AgentActor:
             "backend": self.backend_name,
             "down_since": outage.since if outage else None,
             "down_error": outage.error if outage else None,
+            "log": actor_logs.take(),
         }
 
     def ping(self) -> bool:
@@ -182,7 +187,7 @@ class AgentActor:
                     continue
                 logger.warning("task %s: %s step failed (%d retries): %r", task.id, self.role, attempt, error)
                 status, reason = _outcome(error)
-                task.step_failed(self.role, status, reason)
+                contained(task, "step_failed", None, self.role, status, reason)
                 self.stats["errors"] += 1
                 self.telemetry.error()
                 return task

@@ -10,14 +10,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import ObjectLostError
+from ray.exceptions import ObjectLostError, RayTaskError
 
 from matrix_core.config import InputConfig
+from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.inputs import BadRow, Row, read_rows
 from matrix_core.engine.offload import LOST, materialize, release
 from matrix_core.engine.peers import Peers
+from matrix_core.engine.plugin_calls import PluginFault, contained, fail, guarded
 from matrix_core.engine.telemetry import CollectorTelemetry
+from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class Collector:
         run_config: dict[str, Any],
         writer: Any,
     ) -> None:
+        actor_logs.capture(f"collector {partition}")
         self.partition = partition
         self.workflow = import_target(workflow_target)
         self.workflow_config = build_config(self.workflow.config_schema, workflow_config)
@@ -53,6 +57,8 @@ class Collector:
         self.admitting.set()
         self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         self._flusher: asyncio.Task | None = None
+        self.write_failed: BaseException | None = None
+        """The writer's error once a write failed: nothing more is admitted, and :meth:`run` raises it."""
 
     def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
@@ -75,10 +81,14 @@ class Collector:
             if not mine and self.partition != 0:
                 continue
             try:
-                tasks = self.workflow.expand_row(row.id, row.data, self.workflow_config)
+                tasks = guarded(self.workflow, "expand_row", row.id, row.data, self.workflow_config)
             except BadRow as error:
                 if mine:  # another partition's row is that partition's to report
                     self._bad_row(row, error)
+                continue
+            except PluginFault as fault:
+                if mine and row.id not in finished:  # the row's id stands for the tasks it could not make
+                    self._end_unstarted(row.id, fault.reason)
                 continue
             if self.partition == 0:  # every partition reads every row: one checks all their ids, one holds them
                 for task_id, _ in tasks:
@@ -93,6 +103,8 @@ class Collector:
                     continue
                 await self.admitting.wait()  # paused while a backend is down
                 await self.slots.acquire()
+                if self.write_failed is not None:  # no request is spent on work the output cannot keep
+                    raise self.write_failed
                 try:
                     self._admit(task_id, data)
                 except BadRow as error:
@@ -104,12 +116,14 @@ class Collector:
                 counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
                 if counts["admitted"] % 256 == 0:
                     await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
-        while self.in_flight:
+        while self.in_flight and self.write_failed is None:
             self._idle.clear()
             await self._idle.wait()
         if self._flusher is not None:
             await self._flusher
         await self._flush()
+        if self.write_failed is not None:
+            raise self.write_failed
         return {**counts, "readmitted": self.readmitted}
 
     def _bad_row(self, row: Row, error: BadRow) -> None:
@@ -120,12 +134,28 @@ class Collector:
         self.writer.reject.remote({"where": row.where, "error": str(error)})
 
     def _admit(self, task_id: str, row: dict[str, Any]) -> None:
+        """Send a task for ``row`` to its first role (its admission slot taken); a ``from_row`` that raises ends it
+        at once as ``error``."""
         assert self.peers is not None
-        task = self.workflow.from_row(task_id, row, self.workflow_config)
+        try:
+            task = guarded(self.workflow, "from_row", task_id, row, self.workflow_config)
+        except PluginFault as fault:
+            self.in_flight.pop(task_id, None)
+            self.slots.release()
+            self._end_unstarted(task_id, fault.reason)
+            if not self.in_flight:
+                self._idle.set()
+            return
         self.in_flight[task_id] = row
         task.partition = self.partition
         task.seed = zlib.crc32(f"{self.run_config['seed']}:{task_id}".encode())
-        if task.next_role() is None:
+        try:
+            first = guarded(task, "next_role")
+        except PluginFault as fault:
+            fail(task, fault.reason)
+            self.peers.send_to_collector(task)
+            return
+        if first is None:
             raise TypeError(f"{self.workflow.__qualname__}.from_row made a task that is already done")
         self.peers.send(task)
 
@@ -143,29 +173,42 @@ class Collector:
                 self.readmitted += 1
                 continue
             del self.in_flight[task.id]
-            summary = {
-                "id": task.id,
-                "status": task.status,
-                "reason": task.reason,
-                "prompt_tokens": task.prompt_tokens,
-                "completion_tokens": task.completion_tokens,
-                "hops": task.hops,
-                "metrics": task.metrics(),
-            }
-            self._outgoing.append((task.to_record() if task.keep() else None, summary))
+            # a hook that raises ends the task as error; to_record last, so that its record says so
+            metrics = contained(task, "metrics", {})
+            keep = contained(task, "keep", True)
+            record = contained(task, "to_record", None) if keep else None
+            if keep and record is None:
+                record = _minimal_record(task.id, task.status, task.reason)
+            self._outgoing.append((record, _summary(task, metrics)))
             release(task)
             self.slots.release()
-        if self._outgoing and self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush())
+        self._start_flush()
         if not self.in_flight:
             self._idle.set()
         return 0
 
+    def _end_unstarted(self, task_id: str, reason: str) -> None:
+        """Record ``task_id`` as ``error`` with ``reason``: the workflow raised before the task could start."""
+        summary = {"id": task_id, "status": "error", "reason": reason, "prompt_tokens": 0, "completion_tokens": 0}
+        self._outgoing.append((_minimal_record(task_id, "error", reason), {**summary, "hops": 0, "metrics": {}}))
+        self._start_flush()
+
+    def _start_flush(self) -> None:
+        if self._outgoing and self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
     async def _flush(self) -> None:
-        """Hand finished records to the writer in batches, in order."""
-        while self._outgoing:
+        """Hand finished records to the writer in batches, in order; once a write failed, hand nothing more and
+        stop the run (:attr:`write_failed`)."""
+        while self._outgoing and self.write_failed is None:
             batch, self._outgoing = self._outgoing, []
-            await self.writer.write.remote(batch)
+            try:
+                await self.writer.write.remote(batch)
+            except RayTaskError as error:
+                cause = getattr(error, "cause", None)
+                self.write_failed = cause if isinstance(cause, MatrixError) else error
+                self._outgoing.clear()  # records are not held in memory for an output that takes none
+                self._idle.set()
         self._flusher = None
 
     def _rejected(self, entry: dict[str, Any]) -> None:
@@ -190,6 +233,10 @@ class Collector:
         self.telemetry.flush(len(self.in_flight))  # the driver polls this: a cheap time to export metrics
         return len(self.in_flight)
 
+    def take_logs(self) -> list[actor_logs.ActorLogLine]:
+        """This actor's warnings since the last call."""
+        return actor_logs.take()
+
     def replace_agents(self, agents: Mapping[str, Sequence[Any]]) -> None:
         """Route to a new set of agent actors."""
         assert self.peers is not None
@@ -204,3 +251,21 @@ class Collector:
         if lost:
             logger.warning("partition %d: re-admitted %d task(s) lost with a dead actor", self.partition, len(lost))
         return len(lost)
+
+
+def _minimal_record(task_id: str, status: str | None, reason: str) -> dict[str, Any]:
+    """The record of a task whose own ``to_record`` could not make one."""
+    return {"id": task_id, "status": status, "reason": reason}
+
+
+def _summary(task: Orchestrator, metrics: dict[str, float]) -> dict[str, Any]:
+    """What the writer counts of a finished task."""
+    return {
+        "id": task.id,
+        "status": task.status,
+        "reason": task.reason,
+        "prompt_tokens": task.prompt_tokens,
+        "completion_tokens": task.completion_tokens,
+        "hops": task.hops,
+        "metrics": metrics,
+    }

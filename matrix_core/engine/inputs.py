@@ -5,6 +5,11 @@ one row at a time, each with a stable id.
 (``data/*.jsonl``), or a directory written by ``datasets``' ``save_to_disk``. Nothing is read whole: jsonl goes line
 by line (``.zst`` files decompressed as a stream), parquet and Arrow by record batch, so millions of rows cost the
 memory of one batch. ``input.id_key`` may be a dotted path into nested fields (``metadata.WARC-Record-ID``).
+
+A row that cannot be a task (not JSON, not an object, an id of the wrong type, nested deeper than
+:data:`MAX_DEPTH`, not UTF-8 text) is a :class:`BadRow`, which ``input.skip_bad_rows`` skips. A file that cannot be
+read to its end (a truncated ``.zst``, a corrupt parquet page) stops the read with a :class:`MatrixError` naming the
+file, even with ``input.skip_bad_rows``: the rows it loses cannot be named one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import hashlib
 import io
 import json
 import logging
+import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,13 @@ FORMATS = ("jsonl", "parquet", "hf")
 BATCH_ROWS = 1024
 """Rows turned into Python objects at a time: bounds memory when one Arrow batch holds many large rows."""
 _HF_MARKERS = ("state.json", "dataset_info.json")
+MAX_DEPTH = 100
+"""Levels of nesting a row may have: Ray pickles every task, and Python's pickle stops near 500 levels."""
+_ZSTD_READ = 1 << 14
+"""Compressed bytes decompressed at a time: jsonl compresses 5x to 100x, so this holds up to about 1.6 MB."""
+_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
+"""What a lone surrogate looks like in a jsonl line: a ``\\ud800``-style escape, or its bytes, which ``json.loads``
+lets through."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,8 @@ def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
 
     A missing input or an unknown format fails here, before any row is read. A malformed row raises :class:`BadRow`
     while iterating, or, with ``config.skip_bad_rows``, is passed to ``on_rejected`` as ``{"where", "error",
-    "line"}`` (``line`` for jsonl only) and skipped. Duplicate ids are the caller's to detect.
+    "line"}`` (``line`` for jsonl only) and skipped. A file that cannot be read to its end raises a
+    :class:`MatrixError` naming it, even with ``skip_bad_rows``. Duplicate ids are the caller's to detect.
     """
     if config.path is None:
         raise MatrixError("no input: pass -i FILE or set input.path")
@@ -184,21 +199,58 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
                     continue
                 where = f"{path}:{number}"
                 try:
-                    yield _Record(where, json.loads(line), line)
+                    value = json.loads(line)
                 except UnicodeDecodeError:
                     yield _Record(where, line=line, error="not UTF-8 text")
                 except json.JSONDecodeError as error:
                     yield _Record(where, line=line, error=f"invalid JSON ({error.msg})")
+                except ValueError:  # json's only other one: int() refuses more than sys.get_int_max_str_digits()
+                    limit = sys.get_int_max_str_digits()
+                    yield _Record(where, line=line, error=f"invalid JSON (an integer of more than {limit} digits)")
+                except RecursionError:
+                    yield _Record(where, line=line, error=f"nested deeper than {MAX_DEPTH} levels")
+                else:
+                    yield _Record(where, value, line, _json_problem(line, value))
         except zstandard.ZstdError as error:
-            raise MatrixError(f"{path}: not a readable zstd file ({error})") from None
+            raise MatrixError(f"{path}: not a readable zstd file ({_one_line(error)})") from None
+        except OSError as error:  # a disk or network file system failing mid-file
+            raise MatrixError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
+
+
+def _json_problem(line: bytes, value: Any) -> str | None:
+    """Why a parsed jsonl row still cannot be a task (too deep, a lone surrogate), or None.
+
+    Each check walks the row, so it runs only on a line that could fail it: one with more brackets than
+    :data:`MAX_DEPTH`, or with what looks like a surrogate.
+    """
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if _SURROGATE.search(line):
+        try:  # the output is UTF-8, and a lone surrogate has no UTF-8 form
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as error:
+            return f"not UTF-8 text (a lone surrogate {error.object[error.start : error.end]!r})"
+    return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep (a scalar has none)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _read_parquet(path: Path) -> Iterator[_Record]:
     with _open(path) as file:
-        try:
-            batches = pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS)
-        except pa.ArrowException as error:
-            raise MatrixError(f"{path}: not a readable parquet file ({error})") from None
+        try:  # verifies the checksums of pages that have one (writers add them on request)
+            batches = pq.ParquetFile(file, page_checksum_verification=True).iter_batches(batch_size=BATCH_ROWS)
+        except (pa.ArrowException, OSError) as error:  # pyarrow raises a plain OSError for a corrupt file
+            raise MatrixError(f"{path}: not a readable parquet file ({_one_line(error)})") from None
         yield from _batch_records(path, batches)
 
 
@@ -211,7 +263,7 @@ def _read_hf(directory: Path) -> Iterator[_Record]:
             try:
                 reader = pa.ipc.open_stream(source)
             except pa.ArrowException as error:
-                raise MatrixError(f"{path}: not an Arrow stream written by datasets ({error})") from None
+                raise MatrixError(f"{path}: not an Arrow stream written by datasets ({_one_line(error)})") from None
             yield from _batch_records(path, reader)
 
 
@@ -227,13 +279,43 @@ def _hf_data_files(directory: Path) -> list[Path]:
 
 
 def _batch_records(path: Path, batches: Iterable[pa.RecordBatch]) -> Iterator[_Record]:
+    """The rows of ``batches``; a batch that cannot be read ends them with a :class:`MatrixError` naming the row it
+    starts at."""
     # rows count from 0, as pandas, pyarrow and datasets index them
     number = 0
-    for batch in batches:
+    batches = iter(batches)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as error:
+            raise MatrixError(f"{path}: corrupt from row {number} on ({_one_line(error)})") from None
+        if batch is None:
+            return
         for start in range(0, batch.num_rows, BATCH_ROWS):
-            for data in batch.slice(start, BATCH_ROWS).to_pylist():
-                yield _Record(f"{path}:row {number}", data)
+            for record in _slice_records(path, batch.slice(start, BATCH_ROWS), number):
+                yield record
                 number += 1
+
+
+def _slice_records(path: Path, rows: pa.RecordBatch, first: int) -> list[_Record]:
+    """The records of ``rows``, the first numbered ``first``; a string that is not UTF-8 makes its row a bad one."""
+    try:
+        return [_Record(f"{path}:row {first + index}", data) for index, data in enumerate(rows.to_pylist())]
+    except UnicodeDecodeError:  # Arrow checks UTF-8 only when a string becomes Python's: find the rows, one by one
+        records = []
+        for index in range(rows.num_rows):
+            where = f"{path}:row {first + index}"
+            try:
+                records.append(_Record(where, rows.slice(index, 1).to_pylist()[0]))
+            except UnicodeDecodeError:
+                records.append(_Record(where, error="not UTF-8 text"))
+        return records
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (a library's may run on over several), control characters escaped."""
+    line = next(iter(str(error).strip().splitlines()), type(error).__name__)
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -247,7 +329,51 @@ def _decompressed(path: Path, raw: IO[bytes]) -> IO[bytes]:
     """``raw`` itself, or for a ``.zst`` file a buffered stream of its decompressed bytes (every frame of it)."""
     if path.suffix != ".zst":
         return raw
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False))
+    return io.BufferedReader(_ZstdFrames(path, raw))
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a ``.zst`` file, frame after frame, ending in a :class:`MatrixError` if the file
+    ends inside a frame.
+
+    zstandard's ``stream_reader`` reads a truncated file silently short; a decompressor per frame
+    (``decompressobj``) says whether its frame ended (``eof``).
+    """
+
+    def __init__(self, path: Path, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._path, self._raw = path, raw
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame: Any = None
+        """The decompressor of the frame being read; None between frames."""
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            data = self._raw.read(_ZSTD_READ)
+            if not data:
+                if self._frame is not None:
+                    raise MatrixError(f"{self._path}: truncated zstd stream (the file ends inside a frame)")
+                return 0
+            self._out = memoryview(self._decompress(data))
+        size = min(len(buffer), len(self._out))
+        buffer[:size] = self._out[:size]
+        self._out = self._out[size:]
+        return size
+
+    def _decompress(self, data: bytes) -> bytes:
+        chunks = []
+        while data:
+            if self._frame is None:
+                self._frame = self._decompressor.decompressobj()
+            chunks.append(self._frame.decompress(data))
+            if not self._frame.eof:
+                break
+            data, self._frame = self._frame.unused_data, None
+        return b"".join(chunks)
 
 
 _READERS: dict[str, Callable[[Path], Iterator[_Record]]] = {

@@ -10,6 +10,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
+from matrix_core.engine.plugin_calls import contained, fail, hook_name
 from matrix_core.engine.routing import Router
 from matrix_core.orchestrator import DONE, Orchestrator
 
@@ -56,8 +57,14 @@ class Peers:
         return cls(agents, policies, collectors, run_config["coalesce_window_ms"] / 1000, run_config["coalesce"])
 
     def send(self, task: Orchestrator) -> None:
-        """Queue ``task`` for its next role (or its collector when done); returns at once."""
-        role = task.next_role()
+        """Queue ``task`` for its next role (or its collector when done); returns at once. A ``next_role()`` that
+        raises, or names a role the workflow does not declare, ends the task as ``error``."""
+        role = contained(task, "next_role", DONE)
+        if role is not DONE and role not in self.routers:
+            reason = f"engine: {hook_name(task, 'next_role')} returned {role!r}, a role the workflow does not declare"
+            logger.warning("task %s: %s", task.id, reason)
+            fail(task, reason)
+            role = DONE
         if role is DONE:
             self.send_to_collector(task)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from matrix_core.cluster.connect import RayTarget
 from matrix_core.config import InputConfig, ResolvedConfig
 from matrix_core.engine import fingerprint
+from matrix_core.engine.actor_logs import ActorLogLine, LogRelay
 from matrix_core.engine.actors import AgentActor
 from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
 from matrix_core.engine.inputs import read_rows
+from matrix_core.engine.output import OutputLock, check_writable
 from matrix_core.engine.progress import ProgressDisplay
 from matrix_core.engine.writer import Writer, companion
 from matrix_core.errors import ConfigError, MatrixError, UsageError
@@ -41,9 +44,15 @@ class BackendOutage(MatrixError):
     """A backend answered nothing for ``run.outage_timeout_s``: the run stopped, its output valid for ``--resume``."""
 
 
+class RunStalled(MatrixError):
+    """No task finished and no step completed for ``run.stall_timeout_s``: the run stopped, its output valid for
+    ``--resume``."""
+
+
 def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
     """Refuse to start over an existing output unless resuming: a new run must never destroy an earlier one.
-    ``--retry-errors`` and ``--force`` only continue a run, and retrying errors needs a sink that removes records."""
+    ``--retry-errors`` and ``--force`` only continue a run, and retrying errors needs a sink that removes records.
+    An output that cannot be written is refused here, before anything is spent."""
     run = resolved.config.run
     for flag, given in (("--retry-errors", run.retry_errors), ("--force", run.force)):
         if given and not run.resume:
@@ -51,6 +60,7 @@ def check_output(resolved: ResolvedConfig, registry: Registry) -> None:
     sink = registry.get("sinks", resolved.config.output.sink)
     if run.retry_errors and not sink.cls.can_remove():
         raise MatrixError(f"--retry-errors: sink {sink.name!r} ({sink.target}) cannot remove records")
+    check_writable(Path(resolved.config.output.path).expanduser())
     if not run.resume and _has_records(resolved, registry):
         raise MatrixError(
             f"{Path(resolved.config.output.path)} exists with finished tasks",
@@ -70,18 +80,20 @@ def _has_records(resolved: ResolvedConfig, registry: Registry) -> bool:
 
 def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTarget | None = None) -> dict[str, Any]:
     """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``), on
-    ``ray_target`` (default: a private local Ray started and stopped by this run) unless Ray is already up."""
+    ``ray_target`` (default: a private local Ray started and stopped by this run) unless Ray is already up. This
+    process holds the output's lock (``<stem>.lock``) until it returns: one output, one run."""
     check_output(resolved, registry)
-    run = _Run(resolved, registry)  # checks the backends' config and the input before starting anything
-    fingerprint.check_and_record(resolved.config, _has_records(resolved, registry))  # --resume: the same run?
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        (ray_target or RayTarget()).init()
-    try:
-        return run.execute()
-    finally:
+    with OutputLock(Path(resolved.config.output.path).expanduser()):
+        run = _Run(resolved, registry)  # checks the backends' config and the input before starting anything
+        fingerprint.check_and_record(resolved.config, _has_records(resolved, registry))  # --resume: the same run?
+        started_ray = not ray.is_initialized()
         if started_ray:
-            ray.shutdown()
+            (ray_target or RayTarget()).init()
+        try:
+            return run.execute()
+        finally:
+            if started_ray:
+                ray.shutdown()
 
 
 class _Run:
@@ -133,7 +145,8 @@ class _Run:
 
     def execute(self) -> dict[str, Any]:
         config = self.config
-        writer = Writer.remote(self.sink_target, str(Path(config.output.path).expanduser().absolute()))
+        output = str(Path(config.output.path).expanduser().absolute())
+        writer = Writer.remote(self.sink_target, output, config.output.fsync_interval_s)
         agents: dict[str, list[Any]] = {}
         collectors: list[Any] = []
         counts: list[dict[str, int]] = []
@@ -170,11 +183,23 @@ class _Run:
                 raise cause from None
             raise
         finally:
+            failing = sys.exc_info()[1]
             if display is not None:
                 display.close()
-            metrics = self._close(writer, agents, counts, started)
-            for handle in [*collectors, *(a for handles in agents.values() for a in handles), writer]:
-                ray.kill(handle)
+            try:
+                metrics = self._close(writer, agents, counts, started)
+            except RayTaskError as error:
+                cause = getattr(error, "cause", None)
+                if failing is None and isinstance(cause, MatrixError):
+                    raise cause from None
+                if failing is None:
+                    raise
+                # the run already stops with its first error; closing after it (metrics.json on a full disk) is
+                # expected to fail too and must not hide it
+                logger.debug("closing the output after the run stopped failed too: %s", cause or error)
+            finally:
+                for handle in [*collectors, *(a for handles in agents.values() for a in handles), writer]:
+                    ray.kill(handle)
         return metrics
 
     def _close(self, writer: Any, agents: dict[str, list[Any]], counts: list[dict[str, int]], started: float) -> Any:
@@ -217,24 +242,48 @@ class _Run:
         writer: Any,
         display: ProgressDisplay,
     ) -> list[dict[str, int]]:
-        """Show progress and replace dead actors until every collector is done; a failed collector (bad input)
-        raises at once."""
+        """Show progress and actors' warnings, and replace dead actors until every collector is done; a failed
+        collector (bad input) raises at once, and so does a run that stopped making progress."""
         pending = list(runs)
         last_check = time.monotonic()
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
-            ray.get(ready)
-            progress = ray.get(writer.progress.remote())
-            stats = _stats_of_live([a for h in agents.values() for a in h])
-            # tokens as agents use them, not only once their tasks finish: long conversations show progress too
-            progress["tokens"] = sum(s["tokens"] for s in stats)
-            self._watch_backends(stats, collectors, display)
-            in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
-            display.update(progress, in_flight)
-            if time.monotonic() - last_check >= LIVENESS_EVERY_S:
-                last_check = time.monotonic()
-                self._replace_dead(agents, collectors)
+        logs = LogRelay(display.note, companion(Path(self.config.output.path).expanduser().absolute(), "log"))
+        progress_seen, progress_at = None, time.monotonic()
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+                ray.get(ready)
+                progress = ray.get(writer.progress.remote())
+                stats = _stats_of_live([a for h in agents.values() for a in h])
+                logs.relay(_logs_of(stats, collectors))
+                # tokens as agents use them, not only once their tasks finish: long conversations show progress too
+                progress["tokens"] = sum(s["tokens"] for s in stats)
+                self._watch_backends(stats, collectors, display)
+                in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
+                display.update(progress, in_flight)
+                # a run paused for a backend outage is not stalled: run.outage_timeout_s watches that
+                seen = (progress["done"], sum(s["steps"] for s in stats))
+                if seen != progress_seen or self.paused_since is not None:
+                    progress_seen, progress_at = seen, time.monotonic()
+                self._watch_stall(time.monotonic() - progress_at, agents, collectors)
+                if time.monotonic() - last_check >= LIVENESS_EVERY_S:
+                    last_check = time.monotonic()
+                    self._replace_dead(agents, collectors)
+            logs.relay(_logs_of(_stats_of_live([a for h in agents.values() for a in h]), collectors))
+        finally:
+            logs.close()
         return ray.get(runs)
+
+    def _watch_stall(self, idle_s: float, agents: dict[str, list[Any]], collectors: list[Any]) -> None:
+        """Stop the run, saying where its tasks are held, once it went ``run.stall_timeout_s`` without progress."""
+        timeout = self.config.run.stall_timeout_s
+        if not timeout or idle_s < timeout:
+            return
+        raise RunStalled(
+            f"no task finished and no step completed for {timeout:g}s; {_where_held(agents, collectors)}; "
+            "the run stopped",
+            hint="the output is valid: run again with --resume once the step that hangs is fixed "
+            "(run.stall_timeout_s sets how long a run may make no progress; 0 never stops it)",
+        )
 
     def _watch_backends(self, stats: list[dict[str, Any]], collectors: list[Any], display: ProgressDisplay) -> None:
         """Pause admission while any actor's backend is down, resume it once all answer, and stop the run when
@@ -279,6 +328,39 @@ class _Run:
         for ids in ray.get([peer.holding.remote() for peer in [*collectors, *survivors]]):
             held.update(ids)
         ray.get([collector.readmit.remote(held) for collector in collectors])
+
+
+def _logs_of(stats: list[dict[str, Any]], collectors: list[Any]) -> list[ActorLogLine]:
+    """The warnings the agents sent with their stats, and the collectors' own."""
+    lines = [line for s in stats for line in s["log"]]
+    for taken in ray.get([collector.take_logs.remote() for collector in collectors]):
+        lines.extend(taken)
+    return lines
+
+
+def _where_held(agents: dict[str, list[Any]], collectors: list[Any]) -> str:
+    """Where the run's tasks in flight are: how many each agent actor holds (inbox, step, or a send not yet
+    accepted), by role, and how many the collectors have sent that no agent accepted yet."""
+    in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
+    roles = []
+    for role, handles in agents.items():
+        counts = [_count_held(handle) for handle in handles]
+        if any(counts):
+            held = sum(count for count in counts if isinstance(count, int))
+            each = ", ".join(f"{role}#{index}: {count}" for index, count in enumerate(counts) if count)
+            roles.append(f"role {role!r} holds {held} ({each})")
+    unaccepted = sum(count for count in map(_count_held, collectors) if isinstance(count, int))
+    if unaccepted:
+        roles.append(f"{unaccepted} sent by the collectors and not yet accepted")
+    return f"{in_flight} task(s) in flight: " + ("; ".join(roles) or "no actor holds one")
+
+
+def _count_held(handle: Any) -> int | str:
+    """How many tasks the actor holds, or ``no answer`` from an actor too busy (or too stuck) to say."""
+    try:
+        return len(ray.get(handle.holding.remote(), timeout=10))
+    except (RayActorError, GetTimeoutError):
+        return "no answer"
 
 
 def _stats_of_live(handles: list[Any]) -> list[dict[str, int]]:

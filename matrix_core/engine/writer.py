@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from matrix_core.engine.components import import_target
+from matrix_core.engine.output import OutputLock, companion
 from matrix_core.engine.telemetry import WriterTelemetry
+from matrix_core.errors import MatrixError, OutputError
 from matrix_core.redaction import redact
+from matrix_core.sinks.base import Sink, replace_atomically
 from matrix_core.sinks.jsonl import JsonlSink
 
+__all__ = ["Writer", "companion"]
 
-def companion(output: Path, name: str) -> Path:
-    """``out.jsonl`` -> ``out.<name>``: the files written beside the output."""
-    return output.with_name(f"{output.name.removesuffix(output.suffix)}.{name}")
+WAIT_FOR_OLD_WRITER_S = 60.0
+"""How long a writer waits for the writer of a run whose driver was killed (Ray ends it within seconds)."""
 
 
 @ray.remote(num_cpus=0, max_concurrency=1)
@@ -27,11 +32,15 @@ class Writer:
     may repeat (after an actor died) while the output holds every id once.
 
     Tasks the workflow does not keep are noted in ``<stem>.dropped.jsonl`` so that ``--resume`` skips them too;
-    malformed input rows skipped with ``input.skip_bad_rows`` go to ``<stem>.rejected.jsonl``.
+    malformed input rows skipped with ``input.skip_bad_rows`` go to ``<stem>.rejected.jsonl``. Every file is put on
+    disk every ``fsync_interval_s`` and at close. A file that cannot be written raises :class:`OutputError` from
+    this call and every later one, so that the run stops; an id counts as written only once its sink has it.
     """
 
-    def __init__(self, sink_target: str, output: str) -> None:
+    def __init__(self, sink_target: str, output: str, fsync_interval_s: float = 5.0) -> None:
         path = Path(output)
+        self.lock = OutputLock(path, "writer.lock")
+        self.lock.acquire(wait_s=WAIT_FOR_OLD_WRITER_S)  # before reading what is finished: nobody appends after
         self.sink = import_target(sink_target)(path)
         self.dropped = JsonlSink(companion(path, "dropped.jsonl"))
         self.rejected = JsonlSink(companion(path, "rejected.jsonl"))
@@ -46,6 +55,9 @@ class Writer:
         self.rejected_rows = 0
         self.started = time.monotonic()
         self.telemetry = WriterTelemetry()
+        self.fsync_interval_s = fsync_interval_s
+        self.synced = time.monotonic()
+        self.failed: OutputError | None = None
 
     def finished_ids(self, retry_errors: bool = False) -> set[str]:
         """Ids already in the output or noted as dropped: what ``--resume`` skips. With ``retry_errors``
@@ -58,17 +70,56 @@ class Writer:
         return self.written
 
     def write(self, batch: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
-        """Write each ``(record or None, summary)``; a repeated id is dropped."""
+        """Write each ``(record or None, summary)``; a repeated id is dropped. A record JSON cannot encode ends its
+        task ``error``: the minimal ``{id, status, reason}`` record is written in its place."""
+        if self.failed is not None:
+            raise self.failed
         for record, summary in batch:
             if summary["id"] in self.written:
                 self.duplicates += 1
                 continue
-            self.written.add(summary["id"])
             if record is not None:
-                self.sink.write(record)
+                summary = self._append(self.sink, record, summary)
             else:
-                self.dropped.write({key: summary[key] for key in ("id", "status", "reason")})
+                summary = self._append(self.dropped, _minimal(summary), summary)
+            self.written.add(summary["id"])
             self._count(summary)
+        self._sync_if_due()
+
+    def _append(self, records: Sink, record: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` to ``records``; returns the task's summary, made ``error`` if the record was replaced."""
+        try:
+            with self._writing(records.path):
+                records.write(record)
+            return summary
+        except (TypeError, ValueError) as error:  # json.dumps: a set, a lone surrogate, ...
+            summary = {**summary, "status": "error", "reason": f"the record cannot be encoded as JSON: {error}"}
+            with self._writing(records.path):
+                records.write(_minimal(summary))
+            return summary
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a failure to write ``path`` into the run's :class:`OutputError`."""
+        try:
+            yield
+        except OSError as error:
+            self.failed = OutputError(
+                f"cannot write {path}: {error.strerror or error}",
+                hint="what was written stays: run again with --resume once the cause is fixed",
+            )
+            raise self.failed from None
+
+    def _sync_if_due(self) -> None:
+        """Put every file on disk if ``fsync_interval_s`` passed since the last time."""
+        if self.failed is not None:
+            raise self.failed
+        if time.monotonic() - self.synced < self.fsync_interval_s:
+            return
+        for records in (self.sink, self.dropped, self.rejected):
+            with self._writing(records.path):
+                records.sync()
+        self.synced = time.monotonic()
 
     def _count(self, summary: dict[str, Any]) -> None:
         status = summary["status"]
@@ -82,12 +133,15 @@ class Writer:
 
     def reject(self, entry: dict[str, Any]) -> None:
         """Note a malformed input row that was skipped."""
-        self.rejected.write(entry)
+        with self._writing(self.rejected.path):
+            self.rejected.write(entry)
         self.rejected_rows += 1
 
     def progress(self) -> dict[str, Any]:
-        """Tasks finished and failed so far, for the live display (which takes tokens from the agents)."""
-        self.telemetry.flush()  # the driver polls this: a cheap time to export metrics
+        """Tasks finished and failed so far, for the live display (which takes tokens from the agents); raises the
+        run's :class:`OutputError` once a file could not be written."""
+        self.telemetry.flush()  # the driver polls this: a cheap time to export metrics, and to sync the files
+        self._sync_if_due()
         return {
             "done": sum(self.counts.values()),
             "failed": self.counts.get("error", 0),
@@ -95,11 +149,16 @@ class Writer:
         }
 
     def close(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Flush and close every file and write ``<stem>.metrics.json``; returns the metrics."""
+        """Close every file (on disk) and write ``<stem>.metrics.json`` atomically; returns the metrics, or raises
+        the first error after trying every file."""
         self.telemetry.flush()
-        self.sink.close()
-        self.dropped.close()
-        self.rejected.close()
+        first: MatrixError | None = None
+        for records in (self.sink, self.dropped, self.rejected):
+            try:
+                with self._writing(records.path):
+                    records.close()
+            except MatrixError as error:  # an OutputError, or parquet's records that fit no schema
+                first = first or error
         elapsed = time.monotonic() - self.started
         done = sum(self.counts.values())
         completion = self.tokens["completion"]
@@ -121,5 +180,17 @@ class Writer:
             **extra,
         }
         result = redact(result)  # reasons are error messages, which may quote a key
-        self.metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            with self._writing(self.metrics_path), replace_atomically(self.metrics_path) as file:
+                file.write((json.dumps(result, indent=2) + "\n").encode())
+        except OutputError as error:
+            first = first or error
+        self.lock.release()
+        if first is not None:
+            raise first
         return result
+
+
+def _minimal(summary: dict[str, Any]) -> dict[str, Any]:
+    """The record of a task reduced to its ``id``, ``status`` and ``reason``."""
+    return {key: summary[key] for key in ("id", "status", "reason")}

@@ -39,7 +39,11 @@ class Sink(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file, on disk."""
+
+    def sync(self) -> None:  # noqa: B027 -- optional: a sink whose write() is already durable needs nothing
+        """Put what was written so far on disk (``fsync``); the writer calls it every ``output.fsync_interval_s``.
+        Raises ``OSError`` when that cannot be done, also when the file was removed while the run wrote it."""
 
     # --- optional: what ``--retry-errors`` needs ---------------------------------------------------------------
 
@@ -70,6 +74,16 @@ def replace_atomically(path: Path) -> Iterator[IO[bytes]]:
             # on disk before the rename: else a power loss could leave the new name on an empty file
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        sync_directory(path.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def sync_directory(directory: Path) -> None:
+    """Put ``directory``'s entries on disk: a file just created or renamed there survives a power loss."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

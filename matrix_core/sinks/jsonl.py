@@ -1,8 +1,10 @@
-"""JSON Lines output: one record per line, appended and flushed per record."""
+"""JSON Lines output: one record per line, appended and flushed per record, put on disk when the writer syncs."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -57,15 +59,29 @@ class JsonlSink(Sink):
                 yield line, FinishedRecord(task_id, "" if status is None else str(status))
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line; a record JSON cannot encode (a set, a lone surrogate) raises
+        ``TypeError`` or ``ValueError`` before anything is written."""
+        line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         if self._file is None:
             self._file = self._open_for_append()
-        self._file.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        self._file.write(line)
         self._file.flush()
+
+    def sync(self) -> None:
+        if self._file is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # writes to a removed file succeed, and are lost
+            raise FileNotFoundError(errno.ENOENT, "the file was removed while the run wrote it")
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self.sync()
+            finally:
+                self._file.close()
+                self._file = None
 
     def _open_for_append(self) -> IO[bytes]:
         self.path.parent.mkdir(parents=True, exist_ok=True)

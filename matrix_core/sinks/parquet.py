@@ -73,6 +73,9 @@ class ParquetSink(Sink):
     def write(self, record: dict[str, Any]) -> None:
         self.journal.write(record)
 
+    def sync(self) -> None:
+        self.journal.sync()
+
     def close(self) -> None:
         """Fold the journal into the parquet file, atomically, and delete the journal."""
         self.journal.close()

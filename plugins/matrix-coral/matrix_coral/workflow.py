@@ -15,7 +15,8 @@ from matrix_coral.agreement import agreed_answer
 from matrix_coral.config import AgreementRule, CoralConfig, Export, KeepRule
 from matrix_coral.prompts import chat_messages, opening_message, system_prompt
 from matrix_coral.questions import Question, parse_question
-from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.engine.inputs import BadRow
+from matrix_core.errors import ConfigError
 from matrix_core.orchestrator import DONE, Orchestrator, Turn
 
 
@@ -56,13 +57,14 @@ class CoralTask(Orchestrator):
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: CoralConfig) -> CoralTask:
-        """The conversation's start: the student's question (turn 0), the teacher to answer it."""
+        """The conversation's start: the student's question (turn 0), the teacher to answer it; a row that holds no
+        question in a known format is a :class:`BadRow`."""
         if config.max_turns < 1:
             raise ConfigError(f"coral.max_turns: must be at least 1, got {config.max_turns}")
         try:
             question = parse_question(row, config.dataset.format)
-        except MatrixError as error:
-            raise MatrixError(f"row {id!r}: {error}", hint=error.hint) from None
+        except BadRow as error:
+            raise BadRow(f"row {id!r}: {error}", hint=error.hint) from None
         task = cls(
             id=id,
             row=row,

@@ -7,7 +7,8 @@ from matrix_coral.agreement import agreed_answer
 from matrix_coral.config import AgreementRule, CoralConfig, Export, KeepRule
 from matrix_coral.workflow import CoralTask, Extraction
 
-from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.engine.inputs import BadRow
+from matrix_core.errors import ConfigError
 
 ROW = {"question_id": 1, "question": "Which?", "options": ["w", "x", "y", "z"], "answer": "A"}
 STRICT, LATEST_VALID = AgreementRule.strict, AgreementRule.latest_valid
@@ -188,7 +189,9 @@ def test_sft_export_gives_one_chat_example_per_turn_from_the_speakers_view():
 
 
 def test_bad_rows_and_max_turns_are_user_errors():
-    with pytest.raises(MatrixError, match=r"row '9': row has no field 'question'"):
+    with pytest.raises(BadRow, match=r"row '9': row has no field 'question'"):
         CoralTask.from_row("9", {"options": ["x"], "answer": "A"}, CoralConfig())
+    with pytest.raises(BadRow, match=r"^row '8': cannot tell the dataset format of a row with fields \['id', 'q'\]$"):
+        CoralTask.from_row("8", {"id": "8", "q": "?"}, CoralConfig())  # a BadRow, so --skip-bad-rows skips it
     with pytest.raises(ConfigError, match=r"coral\.max_turns: must be at least 1, got 0"):
         CoralTask.from_row("1", ROW, CoralConfig(max_turns=0))

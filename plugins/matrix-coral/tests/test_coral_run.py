@@ -131,6 +131,30 @@ def test_training_data_keeps_only_correct_agreements_as_chat_examples(ray_sessio
     }
 
 
+def test_a_row_in_no_known_format_stops_the_run_in_one_line_or_is_skipped(ray_session, tmp_path):
+    (tmp_path / "in.jsonl").write_text(json.dumps(rows("agree-wrong")[0]) + '\n{"question_id": "odd", "prompt": "?"}\n')
+    args = ["-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl")]
+    with FakeOpenAIServer(reply=script).in_thread() as server:
+        options = [f"backend.base_url={server.base_url}", "backend.type=openai", "-q"]
+        stopped = CliRunner().invoke(cli, ["run", "coral", *options, *args])
+        assert stopped.exit_code == 1 and "Traceback" not in stopped.output
+        assert stopped.output.splitlines()[0] == (
+            f"Error: {tmp_path / 'in.jsonl'}:2: row 'odd': cannot tell the dataset format of a row with fields "
+            "['prompt', 'question_id']"
+        )
+        for leftover in tmp_path.glob("out.*"):
+            leftover.unlink()
+        run(server, *args, "--skip-bad-rows")
+    assert list(read(tmp_path / "out.jsonl")) == ["agree-wrong"]
+    [rejected] = read_lines(tmp_path / "out.rejected.jsonl")
+    assert rejected["where"] == f"{tmp_path / 'in.jsonl'}:2"
+    assert rejected["error"].startswith("row 'odd': cannot tell the dataset format")
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_resume_runs_only_the_questions_not_yet_written(ray_session, tmp_path):
     output = tmp_path / "coral.jsonl"
     with FakeOpenAIServer(reply=script).in_thread() as server:
