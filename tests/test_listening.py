@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cluster_helpers import cli_env, is_loopback, listeners
 
 from matrix_core.cli import cli
+from matrix_core.cluster import connect
 from matrix_core.cluster.connect import LOOPBACK_ONLY, RayTarget
 from matrix_core.cluster.state import ClusterError
 from matrix_core.testing import FakeOpenAIServer
@@ -47,9 +48,7 @@ def test_a_plain_run_listens_on_loopback_only(tmp_path):
 @pytest.fixture
 def ray_2_51(monkeypatch):
     """The installed Ray, reporting itself as 2.51 (the last one without token authentication)."""
-    import ray
-
-    monkeypatch.setattr(ray, "__version__", "2.51.0")
+    monkeypatch.setattr(connect, "ray_version", lambda: "2.51.0")
 
 
 def test_an_old_ray_may_not_start_a_cluster(ray_2_51, tmp_path):

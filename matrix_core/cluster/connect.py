@@ -3,6 +3,7 @@ address (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``), or a cluster Matrix st
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -21,21 +22,24 @@ TOKEN_AUTH_SINCE = "2.52"
 """The first Ray with token authentication, the only lock on a cluster's services (GCS, dashboard, Ray Client)."""
 
 
+def ray_version() -> str:
+    """The installed Ray's version, read from its package metadata: importing ray here would make it read its
+    authentication settings before a cluster's token environment is applied."""
+    return importlib.metadata.version("ray")
+
+
 def has_token_auth() -> bool:
     """Whether the installed Ray can require a token of whoever connects."""
-    import ray
     from packaging.version import Version
 
-    return Version(ray.__version__) >= Version(TOKEN_AUTH_SINCE)
+    return Version(ray_version()) >= Version(TOKEN_AUTH_SINCE)
 
 
 def require_token_auth(what: str) -> None:
     """Refuse ``what`` (starting or joining a cluster) on a Ray without token authentication."""
     if not has_token_auth():
-        import ray
-
         raise ClusterError(
-            f"{what} needs Ray {TOKEN_AUTH_SINCE} or later (token authentication); this is Ray {ray.__version__}",
+            f"{what} needs Ray {TOKEN_AUTH_SINCE} or later (token authentication); this is Ray {ray_version()}",
             hint=f"pip install 'ray[default]>={TOKEN_AUTH_SINCE}'",
         )
 
