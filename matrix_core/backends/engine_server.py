@@ -36,6 +36,7 @@ from typing import Any
 
 from matrix_core.backends.base import BackendError
 from matrix_core.config import REDACTED, is_secret
+from matrix_core.private_files import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -353,13 +354,6 @@ def open_log(path: Path, new: bool) -> int:
         os.close(fd)
         raise BackendError(f"its log {path} is not a file of this user: refusing to write to it", hint=hint)
     return fd
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a new file only this user can read (0600); an existing file or link there is an error."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
 
 
 async def _answers(session: Any, url: str, lists_models: bool = False) -> bool:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from matrix_core.cluster import prometheus
 from matrix_core.cluster.connect import LOOPBACK_ONLY
-from matrix_core.cluster.state import ClusterState, private_directory, write_private
+from matrix_core.cluster.state import ClusterState
+from matrix_core.private_files import private_directory, write_private
 
 MARKER = "MATRIX_CLUSTER_DIR"
 """Set in the environment of every process of a cluster's nodes (Ray's workers inherit it), so that tests and

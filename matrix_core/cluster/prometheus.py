@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from matrix_core.cluster.state import write_private
+from matrix_core.private_files import write_private
 
 SCRAPE_INTERVAL_S = 5
 EVERY_INTERFACE = ("0.0.0.0", "::", "")

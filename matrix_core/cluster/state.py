@@ -4,7 +4,6 @@ the head once Ray is up), the auth token, the SLURM launch scripts and every nod
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix_core.errors import MatrixError, UsageError
+from matrix_core.private_files import private_directory, write_private
 from matrix_core.redaction import redact
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -169,36 +169,3 @@ def new_cluster(
     write_private(state.token_path, secrets.token_hex(32))
     state.save()
     return state
-
-
-def private_directory(path: Path) -> None:
-    """Create ``path`` with mode 700, or keep it if it is already a directory of this user's (made private); a
-    symlink or a directory owned by someone else is refused rather than used (a cluster's token, Ray's sockets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:  # a symlink (ELOOP) or not a directory (ENOTDIR)
-        descriptor = None
-    try:
-        if descriptor is None or os.fstat(descriptor).st_uid != os.getuid():
-            raise ClusterError(
-                f"{path} is a symlink, not a directory, or someone else's: refusing to use it",
-                hint="remove it if it is yours; for a cluster's state, MATRIX_HOME can name another directory",
-            )
-        os.fchmod(descriptor, 0o700)
-    finally:
-        if descriptor is not None:
-            os.close(descriptor)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``path`` whole, mode 600, through a new file (never through a symlink or a file planted before) that
-    then replaces it: readers see the old content or the new, never half."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    temporary.replace(path)

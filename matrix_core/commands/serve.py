@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ import click
 from matrix_core.cli import user_errors
 from matrix_core.commands.options import address_option, cluster_option, config_option, overrides_argument
 from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.private_files import private_directory, write_private
 
 WATCH_S = 2.0
 KEY_VARIABLE = "MATRIX_ENGINE_KEY"
@@ -186,23 +184,9 @@ def write_key_file(name: str, key: str) -> Path:
     return its path. The file is written aside and renamed into place: a link planted there is replaced, not
     followed."""
     directory = keys_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = directory.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise MatrixError(
-            f"{directory} is not a directory of this user: refusing to keep engine keys there",
-            hint="remove it, or set MATRIX_HOME to a directory of yours",
-        )
-    os.chmod(directory, 0o700)
-    fd, written = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".key")  # 0600, a new file
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(key + "\n")
-        path = directory / f"{name}.key"
-        os.replace(written, path)
-    except BaseException:
-        Path(written).unlink(missing_ok=True)
-        raise
+    private_directory(directory)
+    path = directory / f"{name}.key"
+    write_private(path, key + "\n")
     return path
 
 
