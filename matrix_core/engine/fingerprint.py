@@ -8,6 +8,7 @@ every file it reads (with the files' names when the input is several), so it cos
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from matrix_core.config import InputConfig, is_secret, redact
-from matrix_core.engine.inputs import _hf_data_files, _sources
+from matrix_core.engine.inputs import input_files
 from matrix_core.engine.writer import companion
 from matrix_core.errors import MatrixError
 from matrix_core.sinks.base import replace_atomically
@@ -125,9 +126,7 @@ def _stream(config: InputConfig) -> Iterator[bytes]:
     """The bytes of every file the input reads; with several, each file's name (relative to the input) first."""
     assert config.path is not None
     given = Path(config.path).expanduser()
-    files: list[Path] = []
-    for path, format in _sources(str(given), config.format):
-        files += _hf_data_files(path) if format == "hf" else [path]
+    files = input_files(dataclasses.replace(config, path=str(given)))
     # names, so that renaming a shard is a change; relative, so that moving the input is not
     root = given if given.is_dir() else Path(os.path.commonpath(files)) if len(files) > 1 else None
     for file in files:

@@ -89,6 +89,16 @@ def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
     return _rows(sources, config, on_rejected or _log_rejected)
 
 
+def input_files(config: InputConfig) -> list[Path]:
+    """Every file ``config.path`` reads, in order: its jsonl and parquet files, a ``datasets`` directory's Arrow
+    shards."""
+    assert config.path is not None
+    files: list[Path] = []
+    for path, format in _sources(config.path, config.format):
+        files += _hf_data_files(path) if format == "hf" else [path]
+    return files
+
+
 def _sources(path_text: str, format: str | None) -> list[tuple[Path, str]]:
     """The files (or ``datasets`` directory) to read, in order, each with its format."""
     path = Path(path_text)
