@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an error's message (its type's name when the message is empty): what a one-line
+    error quotes of a library's multi-line one."""
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
 class MatrixError(Exception):
     """A mistake the user can fix (bad config, unknown name, malformed input); never a bug."""
 
