@@ -59,7 +59,7 @@ class DuetConfig:
 
 
 @dataclass
-class DuetTask(Orchestrator):
+class DuetOrchestrator(Orchestrator):
     """One conversation: the row's question, spoken about for the row's number of turns (``history`` holds them)."""
 
     roles = {"teacher": "duet.agent", "student": "duet.agent"}
@@ -70,7 +70,7 @@ class DuetTask(Orchestrator):
     max_tokens: int = 1024
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: DuetConfig) -> DuetTask:
+    def from_row(cls, id: str, row: dict[str, Any], config: DuetConfig) -> DuetOrchestrator:
         return cls(id=id, row=row, wanted=int(row["turns"]), max_tokens=config.max_tokens)
 
     def next_role(self) -> str | None:
@@ -80,9 +80,9 @@ class DuetTask(Orchestrator):
 class DuetAgent(Agent):
     """Speaks the next turn."""
 
-    async def step(self, task: DuetTask) -> DuetTask:
+    async def step(self, task: DuetOrchestrator) -> DuetOrchestrator:
         chat = messages(task.row["question"], [turn.text or "" for turn in task.history], self.context.role)
-        response = await self.context.backend.chat(chat, Sampling(max_tokens=task.max_tokens))
+        response = await self.context.backend.chat(chat, Sampling(max_tokens=task.max_tokens), task_id=task.id)
         usage = response.usage
         task.add_turn(self.context.role, response.text or "", usage.prompt_tokens, usage.completion_tokens)
         if len(task.history) >= task.wanted:
@@ -92,7 +92,7 @@ class DuetAgent(Agent):
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("duet", DuetTask)
+    register("duet", DuetOrchestrator)
 
 
 @hookimpl

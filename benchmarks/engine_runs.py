@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+import matrix_core
 
 
-def run(workflow: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """Resolve ``workflow`` with ``KEY=VALUE`` overrides, run it to the end in the running Ray, return its metrics;
-    a task that did not succeed is an error (a benchmark must not time failures)."""
-    from matrix_core import config
-    from matrix_core.engine.run import run_workflow
-    from matrix_core.plugins import load_plugins
-
-    registry = load_plugins().registry
-    resolved = config.resolve(registry.get("orchestrators", workflow), registry, config.parse_overrides(overrides))
-    metrics = run_workflow(resolved, registry)
-    if metrics["status"] != {"success": metrics["tasks"]}:
-        raise RuntimeError(f"{workflow}: not every task succeeded: {metrics['status']}")
+def run(workflow: str, overrides: Sequence[str]) -> matrix_core.RunMetrics:
+    """Run ``workflow`` with ``KEY=VALUE`` overrides to the end in the running Ray (the public Python API, the same
+    path as ``matrix run``), return its metrics; a task that did not succeed is an error (a benchmark must not
+    time failures)."""
+    metrics = matrix_core.run(workflow, overrides=overrides)
+    if metrics.status != {"success": metrics.tasks}:
+        raise RuntimeError(f"{workflow}: not every task succeeded: {metrics.status}")
     return metrics

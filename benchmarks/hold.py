@@ -24,7 +24,7 @@ class HoldConfig:
 
 
 @dataclass
-class HoldTask(Orchestrator):
+class HoldOrchestrator(Orchestrator):
     """One step, then done."""
 
     roles = {"holder": "hold.agent"}
@@ -49,7 +49,7 @@ class HoldAgent(Agent):
         self.held = 0
         self.process = psutil.Process()
 
-    async def step(self, task: HoldTask) -> HoldTask:
+    async def step(self, task: HoldOrchestrator) -> HoldOrchestrator:
         self.held += 1
         task.held_at_arrival, task.rss_at_arrival = self.held, self.process.memory_info().rss
         try:
@@ -62,7 +62,7 @@ class HoldAgent(Agent):
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("hold", HoldTask)
+    register("hold", HoldOrchestrator)
 
 
 @hookimpl

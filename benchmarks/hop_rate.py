@@ -52,8 +52,8 @@ def measure(in_flight: int, mode: str, hops: int, replicas: int | None, workdir:
         overrides += [f"agents.{role}.replicas={replicas}" for role in "abc"]
     resolved = config.resolve(registry.get("orchestrators", "relay"), registry, config.parse_overrides(overrides))
     metrics = run_workflow(resolved, registry)
-    assert metrics["status"] == {"success": in_flight}, metrics["status"]
-    return metrics["hops"] / metrics["flow_time_s"]
+    assert metrics.status == {"success": in_flight}, metrics.status
+    return metrics.hops / metrics.engine.flow_time_s
 
 
 def main() -> None:

@@ -141,7 +141,7 @@ def flat_run(tasks: int, in_flight: int, hops: int, workdir: Path) -> tuple[floa
     last = [rss for written, rss in samples if 0.8 * size <= written < size]
     if not first or not last:
         raise RuntimeError(f"too few memory samples ({len(samples)}): make the run longer")
-    return sum(first) / len(first) / 2**20, sum(last) / len(last) / 2**20, tasks / metrics["flow_time_s"]
+    return sum(first) / len(first) / 2**20, sum(last) / len(last) / 2**20, tasks / metrics.engine.flow_time_s
 
 
 def main() -> None:

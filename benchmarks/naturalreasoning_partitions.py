@@ -114,9 +114,9 @@ def run_engine(base_url: str, rows_path: Path, concurrency: int, partitions: int
     ]
     workflow = registry.get("orchestrators", "naturalreasoning")
     metrics = run_workflow(config.resolve(workflow, registry, config.parse_overrides(overrides)), registry)
-    if metrics["status"].get("error"):
-        raise RuntimeError(f"the run had errors: {metrics['status_reason']}")
-    return metrics["status"].get("success", 0)
+    if metrics.status.get("error"):
+        raise RuntimeError(f"the run had errors: {metrics.status_reason}")
+    return metrics.status.get("success", 0)
 
 
 async def batch_per_stage(base_url: str, rows: list[dict[str, Any]], concurrency: int) -> int:

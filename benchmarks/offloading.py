@@ -4,8 +4,8 @@ object store (``run.offload_threshold_bytes``) and without.
     python benchmarks/offloading.py              # 400 conversations of 20 turns, ~4 KB a turn, 3 repeats
     python benchmarks/offloading.py --smoke
 
-The :mod:`duet` conversations run on the engine against the simulated GPU; :class:`MeasuredDuetTask` measures, as
-each hop delivers it, the pickled size of the message it arrived as (an offloaded text counts as its object
+The :mod:`duet` conversations run on the engine against the simulated GPU; :class:`MeasuredDuetOrchestrator`
+measures, as each hop delivers it, the pickled size of the message it arrived as (an offloaded text counts as its object
 reference), so the numbers are the engine's real hops. Reported: the mean bytes per hop, the bytes of the last hop
 (the longest history) and output tokens/s, each with offloading and without.
 """
@@ -34,7 +34,7 @@ NO_OFFLOAD = 2**62
 
 
 @dataclass
-class MeasuredDuetTask(duet.DuetTask):
+class MeasuredDuetOrchestrator(duet.DuetOrchestrator):
     """A duet conversation that records the serialized size of the message each hop delivered."""
 
     hop_bytes: list[int] = field(default_factory=list)
@@ -63,7 +63,7 @@ def _ref_id(ref: Any) -> bytes | None:
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("duet_measured", MeasuredDuetTask)
+    register("duet_measured", MeasuredDuetOrchestrator)
 
 
 def run(base_url: str, rows: Path, output: Path, threshold: int, concurrency: int) -> tuple[list[list[int]], float]:
@@ -82,7 +82,7 @@ def run(base_url: str, rows: Path, output: Path, threshold: int, concurrency: in
         ],
     )
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    return [record["hop_bytes"] for record in records], metrics["tokens_out"] / metrics["flow_time_s"]
+    return [record["hop_bytes"] for record in records], metrics.tokens_out / metrics.engine.flow_time_s
 
 
 def main() -> None:

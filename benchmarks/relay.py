@@ -20,7 +20,7 @@ class RelayConfig:
 
 
 @dataclass
-class RelayTask(Orchestrator):
+class RelayOrchestrator(Orchestrator):
     """Visits a, b, c, a, ... ``hops`` times."""
 
     roles = {"a": "relay.agent", "b": "relay.agent", "c": "relay.agent"}
@@ -31,7 +31,7 @@ class RelayTask(Orchestrator):
     done: int = 0
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> RelayTask:
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> RelayOrchestrator:
         return cls(id=id, row=row, wanted=config.hops)
 
     def next_role(self) -> str | None:
@@ -41,7 +41,7 @@ class RelayTask(Orchestrator):
 class RelayAgent(Agent):
     """Counts the hop; finishes the task after the last one."""
 
-    async def step(self, task: RelayTask) -> RelayTask:
+    async def step(self, task: RelayOrchestrator) -> RelayOrchestrator:
         task.done += 1
         if task.done >= task.wanted:
             task.finish("success")
@@ -51,13 +51,13 @@ class RelayAgent(Agent):
 class NoBackend(Backend):
     """The relay calls no model."""
 
-    async def chat(self, messages, sampling, tools=None):
+    async def chat(self, messages, sampling, tools=None, *, task_id=None):
         raise AssertionError("the relay calls no backend")
 
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("relay", RelayTask)
+    register("relay", RelayOrchestrator)
 
 
 @hookimpl

@@ -107,7 +107,7 @@ def write(benchmark: str, results: list[Result], out_dir: Path | None, smoke: bo
     path = out_dir / f"{benchmark}.json"
     document = {
         "benchmark": benchmark,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit(),
         "machine": machine(),
         "load_average_1m": {"start": LOAD_AT_START, "end": round(os.getloadavg()[0], 2)},

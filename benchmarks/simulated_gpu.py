@@ -1,4 +1,4 @@
-"""A simulated GPU: an OpenAI-compatible server that behaves like a continuous-batching inference engine.
+"""A simulated GPU: an OpenAI-compatible server that behaves like a continuous-batching inference server.
 
 It has ``slots`` decode slots; a request beyond them waits in a FIFO queue. A request in a slot takes
 ``prompt_tokens / prefill_tps + output_tokens / decode_tps`` seconds (per-sequence rates, as in a continuous batch
@@ -44,7 +44,7 @@ Reply = Callable[[dict[str, Any], int], str]
 
 @dataclass
 class GpuConfig:
-    """The simulated engine's shape and behaviour."""
+    """The simulated server's shape and behaviour."""
 
     slots: int = 256
     """Sequences decoded at once; more requests wait in a FIFO queue."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 def first_line(error: BaseException | str) -> str:
-    """The first non-empty line of an error's message (its type's name when the message is empty): what a one-line
-    error quotes of a library's multi-line one."""
+    """The first non-empty line of an error's message (an exception's type's name when the message is empty, ``""``
+    for an empty string): what a one-line error quotes of a library's multi-line one."""
     text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0].strip()
 
 
 class MatrixError(Exception):
@@ -30,6 +32,12 @@ class UsageError(MatrixError):
 
 class ConfigError(UsageError):
     """A configuration value that is unknown, mistyped or out of range."""
+
+
+class BadRowError(MatrixError):
+    """An input row the workflow cannot use (a missing or mistyped field), named by file and line: the run stops, or
+    with ``input.skip_bad_rows`` the row is noted in ``<stem>.rejected.jsonl`` and the run goes on. Raise it from
+    :meth:`~matrix_core.Orchestrator.expand_row` or :meth:`~matrix_core.Orchestrator.from_row`."""
 
 
 class PluginError(MatrixError):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from matrix_core.config import Origin
+    from matrix_core.metrics import RunMetrics
 
 DONE = None
 """What :meth:`Orchestrator.next_role` returns when the task has ended."""
@@ -125,7 +126,7 @@ class Orchestrator(ABC):
         return {}
 
     @classmethod
-    def summary(cls, metrics: dict[str, Any]) -> str | None:
+    def summary(cls, metrics: RunMetrics) -> str | None:
         """A line the CLI prints after the run, from the run's metrics (as in ``<output stem>.metrics.json``)."""
         return None
 

@@ -1,6 +1,6 @@
 """Files only this user may read: directories made 0700 (refused when planted by someone else or a symlink) and
 files written 0600 through a new file renamed into place (never through a symlink). Cluster tokens and state, the
-keys of engines Matrix starts, and their config files live in them."""
+keys of inference servers Matrix starts, and their config files live in them."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toy_workflow import ToyAgent, ToyAgentConfig, ToyConfig, ToyTask
+from toy_workflow import ToyAgent, ToyAgentConfig, ToyConfig, ToyOrchestrator
 
-from matrix_core import hookimpl
+from matrix_core import RunMetrics, hookimpl
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FaultyAgentConfig(ToyAgentConfig):
 
 
 @dataclass
-class FaultyTask(ToyTask):
+class FaultyOrchestrator(ToyOrchestrator):
     """A toy task whose ``fault`` hook raises ``KeyError('x')`` (or, for ``undeclared_role``, whose ``next_role``
     names a role the workflow lacks) when its id is in ``faulty.bad_ids``; task hooks fail only after one hop."""
 
@@ -47,7 +47,7 @@ class FaultyTask(ToyTask):
         return super().expand_row(id, row, config)
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> FaultyTask:
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> FaultyOrchestrator:
         cls._maybe_raise(config, "from_row", id)
         task = super().from_row(id, row, config)
         task.fault = config.fault if id in config.bad_ids else ""
@@ -86,11 +86,11 @@ class FaultyTask(ToyTask):
 
 
 @dataclass
-class BrokenSummaryTask(FaultyTask):
+class BrokenSummaryOrchestrator(FaultyOrchestrator):
     """A workflow whose summary line raises."""
 
     @classmethod
-    def summary(cls, metrics: dict[str, Any]) -> str | None:
+    def summary(cls, metrics: RunMetrics) -> str | None:
         raise KeyError("x")
 
 
@@ -99,7 +99,7 @@ class FaultyAgent(ToyAgent):
 
     config_schema = FaultyAgentConfig
 
-    async def step(self, task: FaultyTask) -> FaultyTask:
+    async def step(self, task: FaultyOrchestrator) -> FaultyOrchestrator:
         config: FaultyAgentConfig = self.context.config
         if task.id in config.warn_ids:
             self.context.logger.warning("task %s looks odd", task.id)
@@ -110,8 +110,8 @@ class FaultyAgent(ToyAgent):
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("faulty", FaultyTask)
-    register("faulty_summary", BrokenSummaryTask)
+    register("faulty", FaultyOrchestrator)
+    register("faulty_summary", BrokenSummaryOrchestrator)
 
 
 @hookimpl

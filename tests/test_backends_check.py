@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from matrix_core.cli import cli
 from matrix_core.testing import FakeOpenAIServer
 
-STANDIN = [sys.executable, "-m", "matrix_core.testing.engine_standin"]
+STANDIN = [sys.executable, "-m", "matrix_core.testing.server_standin"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_a_bad_config_is_a_usage_error_naming_file_and_line(tmp_path):
     assert result.exit_code == 2 and "unknown backend 'nope'" in result.output
 
 
-def test_engines_are_started_checked_and_let_go(ray_session):
+def test_inference_servers_are_started_checked_and_let_go(ray_session):
     result = check(
         "backend.type=sglang", "backend.model=org/tiny", "backend.replicas=2", "backend.num_gpus=0",
         "backend.num_cpus=0", f"backend.server_command={json.dumps(STANDIN)}", "backend.host=127.0.0.1",
@@ -81,12 +81,12 @@ def test_engines_are_started_checked_and_let_go(ray_session):
     assert "exited with code 3 during start-up: OSError: org/tiny is not a model (hint: its log is " in failed.stdout
 
 
-def test_a_check_of_kept_alive_engines_gets_their_keys_from_ray(ray_session):
+def test_a_check_of_kept_alive_servers_gets_their_keys_from_ray(ray_session):
     import ray
 
-    from matrix_core.backends.engine import NAMESPACE
+    from matrix_core.backends.inference_server import NAMESPACE
     from matrix_core.backends.sglang import SGLangBackend, SGLangConfig
-    from matrix_core.commands.serve import stop_engines
+    from matrix_core.commands.serve import stop_servers
 
     settings = {
         "type": "sglang", "model": "org/tiny", "num_gpus": 0, "num_cpus": 0, "server_command": STANDIN,
@@ -96,11 +96,11 @@ def test_a_check_of_kept_alive_engines_gets_their_keys_from_ray(ray_session):
     overrides.append("backend.engine_args.matrix_test_case=kept")
     [name] = SGLangBackend(SGLangConfig(**settings)).actor_names()
     try:
-        first = check(*overrides)  # starts the engine and leaves it running
+        first = check(*overrides)  # starts the server and leaves it running
         again = check(*overrides)  # attaches to it: its key comes from the replica, through Ray
         assert first.exit_code == 0 and again.exit_code == 0, again.output
         assert again.stdout == first.stdout
         endpoint = ray.get(ray.get_actor(name, namespace=NAMESPACE).ready.remote("test", False))
         assert endpoint.base_url in again.stdout and endpoint.api_key not in first.output + again.output
     finally:
-        stop_engines([name])
+        stop_servers([name])

@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from matrix_core import __version__
 from matrix_core.cli import cli
+from matrix_core.plugins import load_plugins
 
 HEAVY_MODULES = ("ray", "torch", "vllm", "sglang", "openai", "httpx", "aiohttp", "omegaconf", "pyarrow", "rich")
 
@@ -79,12 +81,42 @@ def test_plugins_list_json_has_the_documented_fields(hello):
     assert rows["sinks"]["version"] == __version__
 
 
-def test_plugins_list_table(hello):
+def test_plugins_list_is_one_line_per_plugin(hello):
     result = matrix("plugins", "list", env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    row = next(line for line in result.output.splitlines() if " hello " in line)
-    assert "in-process" in row and "agents, backends, orchestrators" in row
-    assert "backends: echo" in result.output
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["NAME", "VERSION", "SOURCE", "STATUS", "PROVIDES", "OR", "ERROR"]
+    row = next(line for line in lines if line.startswith("hello "))
+    assert row.split(maxsplit=4)[2:] == ["in-process", "ok", "1 workflow, 1 agent, 1 backend"]
+    verbose = matrix("plugins", "list", "--verbose").stdout
+    assert "orchestrators: hello" in verbose and "agents: hello.greeter" in verbose, "--verbose names them"
+
+
+@pytest.mark.parametrize("listing", ["plugins", "workflows", "agents", "backends"])
+def test_listings_fit_80_columns_with_whole_names(hello, make_distribution, listing):
+    long_name = "a-plugin-with-a-rather-long-name"
+    message = "a load error long enough to run past the right edge of any eighty-column terminal, then more"
+    make_distribution(long_name, {"long_named": f"raise RuntimeError({message!r})"}, {long_name: "long_named"})
+    load_plugins.cache_clear()  # the hello fixture loaded them before this distribution existed
+    result = matrix(listing, "list", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.splitlines()  # stdout: the broken plugin's warning goes to stderr
+    assert all(len(line) <= 80 for line in [header, *lines]), result.stdout
+    names = [row["name"] for row in json.loads(matrix(listing, "list", "--json").stdout)]
+    assert [line.split()[0] for line in lines] == names, "one line per entry, its name whole"
+    if listing == "plugins":
+        row = next(line for line in lines if line.startswith(long_name))
+        error = f"RuntimeError: {message}"
+        shown = row[row.index("RuntimeError") :].removesuffix("…")
+        assert row.endswith("…") and error.startswith(shown) and error[len(shown)] == " ", "cut between two words"
+
+
+def test_verbose_listing_shows_every_field_within_the_width(hello):
+    result = matrix("backends", "list", "--verbose", env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 60 for line in result.stdout.splitlines()), result.stdout
+    assert "echo\n  plugin: hello\n" in result.stdout
+    assert "    prefix: str = 'echo: '" in result.stdout.splitlines()
 
 
 def test_component_listings(hello):
@@ -92,7 +124,7 @@ def test_component_listings(hello):
     assert workflows["hello"] == {
         "name": "hello",
         "plugin": "hello",
-        "class": "matrix_hello.workflow:HelloTask",
+        "class": "matrix_hello.workflow:HelloOrchestrator",
         "description": "Greets one person per row.",
         "roles": {"greeter": "hello.greeter"},
         "config_key": "hello",
@@ -103,7 +135,8 @@ def test_component_listings(hello):
     assert backends["echo"]["options"]["prefix"] == "str = 'echo: '"
     assert "type" not in backends["echo"]["options"], "the type is the backend's name"
     assert backends["openai"]["plugin"] == "backends"
-    assert "Backends" in matrix("backends", "list").output
+    assert "echo" in matrix("backends", "list").output.split()
+    assert {"list", "start", "stop", "check"} <= set(cli.get_command(None, "backends").commands)
 
 
 def test_version_lists_plugins(hello):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -211,3 +213,98 @@ def test_no_override_error_repeats_the_override(hello):
     with pytest.raises(ConfigError) as raised:
         config.parse_overrides(["hello.greeting=${secret-3"])
     assert str(raised.value).startswith("override #1: hello.greeting: ") and "secret-3" not in str(raised.value)
+
+
+# --- each section's check(), run once when resolved ------------------------------------------------------------
+
+
+def checked_hello(hello):
+    """The hello workflow with a schema of its own that refuses an empty greeting, as a plugin's would."""
+    from matrix_hello.workflow import HelloConfig, HelloOrchestrator
+
+    from matrix_core.registry import Component
+
+    @dataclass
+    class CheckedConfig(HelloConfig):
+        def check(self) -> None:
+            if not self.greeting.strip():
+                raise config.ConfigProblem("greeting", "must not be empty", hint="say hello")
+
+    @dataclass
+    class CheckedHello(HelloOrchestrator):
+        config_schema = CheckedConfig
+
+    return Component("orchestrators", "hello", CheckedHello, "test")
+
+
+def test_a_plugin_schemas_check_names_file_line_and_key(hello, tmp_path):
+    source = write(tmp_path, "greet.yaml", "run:\n  seed: 3\nhello:\n  greeting: '  '\n")
+    with pytest.raises(ConfigError) as raised:
+        config.resolve(checked_hello(hello), hello.registry, [source])
+    assert str(raised.value) == f"{tmp_path / 'greet.yaml'}:4: hello.greeting: must not be empty"
+    assert raised.value.hint == "say hello"
+    overrides = config.parse_overrides(["hello.greeting=Hi"])
+    assert config.resolve(checked_hello(hello), hello.registry, [source, *overrides]).config.hello.greeting == "Hi"
+
+
+def test_run_and_role_backend_checks_name_their_source(hello):
+    with pytest.raises(ConfigError) as raised:
+        resolve(hello, *config.parse_overrides(["run.seed=1", "run.max_concurrency=0"]))
+    assert str(raised.value) == "override #2: run.max_concurrency: must be at least 1, got 0"
+    overrides = config.parse_overrides(["agents.greeter.backend.type=local", "agents.greeter.backend.replicas=0"])
+    with pytest.raises(ConfigError) as raised:
+        resolve(hello, *overrides)
+    assert str(raised.value) == "override #2: agents.greeter.backend.replicas: must be at least 1, got 0"
+
+
+def test_check_section_words_a_problem_without_a_source():
+    from matrix_core.backends.local import LocalConfig
+    from matrix_core.backends.sglang import SGLangConfig
+
+    config.check_section(LocalConfig(), "backend")
+    with pytest.raises(ConfigError, match=r"^backend\.threads: must be at least 1, got 0$"):
+        config.check_section(LocalConfig(threads=0), "backend")
+    with pytest.raises(ConfigError, match=r"^x\.port_min\.\.port_max: 2\.\.1 is not a port range$"):
+        config.check_section(SGLangConfig(port_min=2, port_max=1), "x")
+    config.check_section({"no": "check"}, "plain")  # a section without check() passes
+
+
+def test_sources_for_orders_files_flags_then_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("run: {seed: 1}\n")
+    sources = config.sources_for([tmp_path / "a.yaml"], ["run.seed=3"], {"run": {"seed": 2}})
+    assert [(source.label, source.kind) for source in sources] == [
+        (str(tmp_path / "a.yaml"), "file"),
+        ("command-line options", "flag"),
+        ("override #1", "override"),
+    ]
+    assert [source.kind for source in config.sources_for([], ["run.seed=3"])] == ["override"], "no flags: no layer"
+
+
+def test_the_backend_alone_is_merged_and_checked_as_in_a_run(tmp_path):
+    from matrix_core.plugins import load_plugins
+
+    registry = load_plugins().registry
+    yaml_text = "run: {not_a_key: 1}\nbackend:\n  type: sglang\n  model: org/tiny\n  replicas: 0\n"
+    source = write(tmp_path, "engine.yaml", yaml_text)
+    with pytest.raises(ConfigError) as raised:
+        config.resolve_backend(registry, [source])
+    assert str(raised.value) == f"{tmp_path / 'engine.yaml'}:5: backend.replicas: must be at least 1, got 0"
+    overrides = config.parse_overrides(["backend.replicas=2", "backend.port_max=10"])
+    with pytest.raises(ConfigError, match=r"^override #2: backend.port_min..port_max: 30000..10 is not a port range$"):
+        config.resolve_backend(registry, [source, *overrides])
+    backend = config.resolve_backend(registry, [source, overrides[0]])
+    assert (backend.type, backend.model, backend.replicas) == ("sglang", "org/tiny", 2), "run.* is not looked at"
+    with pytest.raises(ConfigError, match=r"^override #1: backend.type: unknown backend 'nope'"):
+        config.resolve_backend(registry, config.parse_overrides(["backend.type=nope"]))
+
+
+def test_serve_names_the_file_and_line_of_a_bad_backend_value(tmp_path):
+    from click.testing import CliRunner
+
+    from matrix_core.cli import cli
+
+    path = tmp_path / "serve.yaml"
+    path.write_text("backend:\n  type: sglang\n  model: org/tiny\n  tensor_parallel_size: 0\n")
+    result = CliRunner().invoke(cli, ["serve", "-c", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}:4: backend.tensor_parallel_size: must be at least 1, got 0\n")

@@ -11,6 +11,7 @@ from matrix_core import config
 from matrix_core.backends import BackendError
 from matrix_core.engine.run import run_workflow
 from matrix_core.errors import MatrixError
+from matrix_core.metrics import RunMetrics
 from matrix_core.orchestrator import Orchestrator
 
 
@@ -40,12 +41,13 @@ def test_tasks_move_through_three_roles(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "agents.b.replicas=2", "toy.hops=7")
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(40))
     assert {tuple(r["trail"]) for r in records} == {("a", "b", "c", "a", "b", "c", "a")}
-    assert metrics["status"] == {"success": 40}
-    assert metrics["hops"] == 40 * 7
-    assert metrics["tokens_in"] == 40 * 7 * 3 and metrics["tokens_out"] == 40 * 7 * 5
-    assert metrics["workflow"] == {"trail_length": 7.0}
+    assert metrics.status == {"success": 40}
+    assert metrics.hops == 40 * 7
+    assert metrics.tokens_in == 40 * 7 * 3 and metrics.tokens_out == 40 * 7 * 5
+    assert metrics.workflow == {"trail_length": 7.0}
     on_disk = json.loads((tmp_path / "out.metrics.json").read_text())
-    assert on_disk["status_reason"] == {"success": 40}
+    assert on_disk["status_reason"] == {"success": 40} and on_disk["hops"] == 40 * 7, "metrics.json is flat"
+    assert RunMetrics.from_json(on_disk) == metrics
 
 
 def test_task_seeds_derive_from_run_seed_and_id(toy, tmp_path):
@@ -62,7 +64,7 @@ def test_task_seeds_derive_from_run_seed_and_id(toy, tmp_path):
 def test_other_routing_policies(toy, tmp_path, routing):
     overrides = [f"agents.{role}.{key}" for role in "abc" for key in (f"routing={routing}", "replicas=2")]
     metrics, records = run_toy(toy, tmp_path, *overrides, rows=20)
-    assert metrics["status"] == {"success": 20} and len(records) == 20
+    assert metrics.status == {"success": 20} and len(records) == 20
 
 
 def test_in_flight_bounds_are_never_exceeded(toy, tmp_path):
@@ -76,9 +78,9 @@ def test_in_flight_bounds_are_never_exceeded(toy, tmp_path):
         rows=30,
     )
     assert len(records) == 30
-    assert 1 <= metrics["peak_in_flight"] <= 5
-    assert 1 <= metrics["most_steps_at_once"]["a"] <= 2
-    assert metrics["most_steps_at_once"]["b"] <= 5
+    assert 1 <= metrics.engine.peak_in_flight <= 5
+    assert 1 <= metrics.engine.most_steps_at_once["a"] <= 2
+    assert metrics.engine.most_steps_at_once["b"] <= 5
 
 
 def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
@@ -94,12 +96,14 @@ def test_failing_steps_are_retried_then_recorded_as_errors(toy, tmp_path):
     assert len(records) == len(by_id) == 40, "every id exactly once"
     flaky_failures = sum(len(r["failed_hops"]) for r in records)
     assert flaky_failures > 0
-    assert metrics["retries"] == flaky_failures + 2 * 3, "each flaky step retried once, each always-failing one 3 times"
+    assert metrics.engine.retries == flaky_failures + 2 * 3, (
+        "each flaky step retried once, each always-failing one 3 times"
+    )
     for failed in ("t3", "t7"):
         assert by_id[failed]["status"] == "error"
         assert by_id[failed]["reason"] == f"RuntimeError: {failed} always fails"
-    assert metrics["status"] == {"success": 38, "error": 2}, metrics["status_reason"]
-    assert metrics["status_reason"]["error:RuntimeError: t3 always fails"] == 1
+    assert metrics.status == {"success": 38, "error": 2}, metrics.status_reason
+    assert metrics.status_reason["error:RuntimeError: t3 always fails"] == 1
     assert all(r["trail"] == ["a", "b", "c", "a", "b", "c"] for r in records if r["status"] == "success")
 
 
@@ -114,8 +118,8 @@ def test_a_content_filter_refusal_ends_the_task_filtered_without_retries(toy, tm
     by_id = {r["id"]: r for r in records}
     assert (by_id["t5"]["status"], by_id["t5"]["reason"]) == ("filtered", "content_filter")
     assert by_id["t5"]["attempts"] == 2, "a once, b once: a refusal is not retried"
-    assert metrics["retries"] == 0
-    assert metrics["status_reason"]["filtered:content_filter"] == 1
+    assert metrics.engine.retries == 0
+    assert metrics.status_reason["filtered:content_filter"] == 1
 
 
 @pytest.mark.parametrize("offload", [False, True], ids=["inline", "offloaded"])
@@ -135,16 +139,16 @@ def test_a_killed_actor_loses_nothing(toy, tmp_path, offload):
     )
     assert marker.exists(), "the actor really died"
     # its tasks were admitted again, or (when it died before acknowledging them) re-sent by their senders
-    assert metrics["readmitted"] + metrics["rerouted"] >= 1
+    assert metrics.engine.readmitted + metrics.engine.rerouted >= 1
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(60))
-    assert metrics["status"] == {"success": 60}
+    assert metrics.status == {"success": 60}
     if offload:
         assert all(r["texts"] == [f"{r['id']}:{i}:" + "x" * 500 for i in range(1, 7)] for r in records)
 
 
 def test_large_history_texts_round_trip_through_the_object_store(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "toy.text_bytes=5000", "run.offload_threshold_bytes=1000", rows=10)
-    assert metrics["offloaded_texts"] == 10 * 6, "each turn's text stored once, then passed by reference"
+    assert metrics.engine.offloaded_texts == 10 * 6, "each turn's text stored once, then passed by reference"
     record = next(r for r in records if r["id"] == "t4")
     assert record["texts"] == [f"t4:{i}:" + "x" * 5000 for i in range(1, 7)]
 
@@ -155,7 +159,7 @@ def test_resume_skips_finished_ids_and_recovers_a_torn_line(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "run.resume=true", rows=5)
     assert [r["id"] for r in records].count("t0") == 1
     assert sorted(r["id"] for r in records) == ["t0", "t1", "t2", "t3", "t4"]
-    assert metrics["skipped_finished"] == 1 and metrics["admitted"] == 4
+    assert metrics.engine.skipped_finished == 1 and metrics.engine.admitted == 4
 
 
 def test_an_existing_output_is_never_overwritten(toy, tmp_path):
@@ -181,7 +185,7 @@ def test_duplicate_ids_in_the_input_are_an_error(toy, tmp_path):
 def test_partitions_split_the_input(toy, tmp_path):
     metrics, records = run_toy(toy, tmp_path, "run.partitions=3", "run.max_concurrency=4", rows=31)
     assert sorted(r["id"] for r in records) == sorted(f"t{i}" for i in range(31))
-    assert metrics["admitted"] == 31
+    assert metrics.engine.admitted == 31
 
 
 def test_by_default_a_row_is_one_task_with_its_own_id():
@@ -196,10 +200,10 @@ def test_a_row_a_workflow_expands_runs_once_per_task_and_resumes_by_task(toy, tm
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == ["a/0", "a/1", "b", "c/0", "c/1", "c/2"], "--limit counts rows"
     assert len({r["seed"] for r in records}) == 6
-    assert metrics["rejected_rows"] == 1, "the bad row, once: only its own partition reports it"
+    assert metrics.rejected_rows == 1, "the bad row, once: only its own partition reports it"
 
     metrics = run_on(toy, source, output, *options, "run.resume=true")
-    assert (metrics["skipped_finished"], metrics["admitted"]) == (6, 1)
+    assert (metrics.engine.skipped_finished, metrics.engine.admitted) == (6, 1)
     ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
     assert sorted(ids) == ["a/0", "a/1", "b", "c/0", "c/1", "c/2", "e"]
 
@@ -234,8 +238,8 @@ def test_tasks_a_workflow_does_not_keep_count_as_finished_for_resume(toy, tmp_pa
     assert sorted(r["id"] for r in records) == ["t0", "t2", "t3"]
     dropped = [json.loads(line) for line in (tmp_path / "out.dropped.jsonl").read_text().splitlines()]
     assert dropped == [{"id": "t1", "status": "error", "reason": "RuntimeError: t1 always fails"}]
-    assert metrics["status"] == {"success": 3, "error": 1}
+    assert metrics.status == {"success": 3, "error": 1}
 
     metrics, _ = run_toy(toy, tmp_path, *failing, "run.resume=true", rows=6)
-    assert metrics["skipped_finished"] == 4, "t1 is finished too: it is not run again"
-    assert metrics["admitted"] == 2
+    assert metrics.engine.skipped_finished == 4, "t1 is finished too: it is not run again"
+    assert metrics.engine.admitted == 2

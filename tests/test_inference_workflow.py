@@ -16,13 +16,13 @@ from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import DONE
 from matrix_core.plugins import load_plugins
 from matrix_core.testing import FakeOpenAIServer
-from matrix_core.workflows.inference import InferenceAgent, InferenceConfig, InferenceTask
+from matrix_core.workflows.inference import InferenceAgent, InferenceConfig, InferenceOrchestrator
 
 
-def run_task(row: dict[str, Any], config: InferenceConfig | None = None) -> tuple[InferenceTask, list[dict]]:
+def run_task(row: dict[str, Any], config: InferenceConfig | None = None) -> tuple[InferenceOrchestrator, list[dict]]:
     """One task through the model agent against a fresh server; the task and the messages the server got."""
 
-    async def main() -> tuple[InferenceTask, list[dict]]:
+    async def main() -> tuple[InferenceOrchestrator, list[dict]]:
         async with FakeOpenAIServer(output_tokens=4) as server:
             backend = OpenAIBackend(OpenAIConfig(base_url=server.base_url, model="fake-model"))
             context = AgentContext(
@@ -32,7 +32,7 @@ def run_task(row: dict[str, Any], config: InferenceConfig | None = None) -> tupl
                 backends={"model": backend},
                 logger=logging.getLogger("test"),
             )
-            task = InferenceTask.from_row("t1", row, context.workflow_config)
+            task = InferenceOrchestrator.from_row("t1", row, context.workflow_config)
             assert task.next_role() == "model"
             try:
                 task = await InferenceAgent(context).step(task)
@@ -107,7 +107,7 @@ def test_a_row_without_a_prompt_is_a_matrix_error(row: dict[str, Any], match: st
 def test_registered_with_its_default_config():
     registry = load_plugins().registry
     workflow = registry.get("orchestrators", "inference")
-    assert workflow.cls is InferenceTask
+    assert workflow.cls is InferenceOrchestrator
     assert registry.get("agents", "inference.model").cls is InferenceAgent
     overrides = parse_overrides(["backend.base_url=http://127.0.0.1:1/v1", "inference.sampling.temperature=0.2"])
     resolved = resolve(workflow, registry, overrides)

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 from matrix_core.config import InputConfig
-from matrix_core.engine.inputs import BadRow, Row, read_rows
+from matrix_core.engine.inputs import BadRowError, Row, read_rows
 from matrix_core.errors import ConfigError, MatrixError
 
 ROW_HASH = "4f53b43425e12904"
@@ -75,7 +75,7 @@ def test_rows_are_streamed_not_read_whole(tmp_path):
     path = write_jsonl(tmp_path / "big.jsonl", *lines, "not json")
     stream = read_rows(InputConfig(path=str(path)))
     assert next(stream).id == "0", "the first row comes before the bad last line is ever read"
-    with pytest.raises(BadRow, match=r"big\.jsonl:100001: invalid JSON"):
+    with pytest.raises(BadRowError, match=r"big\.jsonl:100001: invalid JSON"):
         for _ in stream:
             pass
 
@@ -96,7 +96,7 @@ def test_rows_are_streamed_not_read_whole(tmp_path):
 def test_a_malformed_row_is_one_line_naming_file_and_line(tmp_path, monkeypatch, line, message):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', line, '{"id": "c"}')
-    with pytest.raises(BadRow) as raised:
+    with pytest.raises(BadRowError) as raised:
         rows("in.jsonl")
     assert str(raised.value) == message
     assert isinstance(raised.value, MatrixError)
@@ -105,7 +105,7 @@ def test_a_malformed_row_is_one_line_naming_file_and_line(tmp_path, monkeypatch,
 def test_bytes_that_are_not_utf8_are_a_bad_row(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in.jsonl").write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n')
-    with pytest.raises(BadRow, match=r"^in\.jsonl:2: not UTF-8 text$"):
+    with pytest.raises(BadRowError, match=r"^in\.jsonl:2: not UTF-8 text$"):
         rows("in.jsonl")
 
 
@@ -204,7 +204,7 @@ def test_parquet_is_streamed_by_batch(tmp_path):
     pq.write_table(pa.table({"id": ids}), path, row_group_size=1000)
     stream = read_rows(InputConfig(path=str(path)))
     assert next(stream).id == "0", "the first row comes before the bad last row is ever read"
-    with pytest.raises(BadRow, match=r"big\.parquet:row 5000: 'id' must be a string or an integer, got NoneType"):
+    with pytest.raises(BadRowError, match=r"big\.parquet:row 5000: 'id' must be a string or an integer, got NoneType"):
         for _ in stream:
             pass
 
@@ -241,7 +241,7 @@ def test_a_datasets_directory_is_streamed_by_batch(tmp_path):
     directory = write_hf(tmp_path / "ds", [{"id": str(index)} for index in range(99)] + [{"id": None}])
     stream = read_rows(InputConfig(path=str(directory)))
     assert next(stream).id == "0"
-    with pytest.raises(BadRow, match=r"data-00000-of-00001\.arrow:row 99: 'id' must be a string"):
+    with pytest.raises(BadRowError, match=r"data-00000-of-00001\.arrow:row 99: 'id' must be a string"):
         list(stream)
 
 
@@ -284,7 +284,7 @@ def test_a_zstd_shard_is_read_line_by_line_across_frames(tmp_path):
     stream = read_rows(InputConfig(path=str(path)))
     assert next(stream) == Row("0", {"id": 0, "text": "x" * 50}, f"{path}:1")
     assert [row.id for row in itertools.islice(stream, 199)] == [str(index) for index in range(1, 200)]
-    with pytest.raises(BadRow, match=r"in\.jsonl\.zst:201: invalid JSON"):
+    with pytest.raises(BadRowError, match=r"in\.jsonl\.zst:201: invalid JSON"):
         next(stream)
 
 
@@ -321,7 +321,7 @@ def test_a_dotted_id_key_of_the_wrong_type_is_a_bad_row(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "in.jsonl", '{"metadata": {"WARC-Record-ID": ["x"]}}')
     with pytest.raises(
-        BadRow, match=r"^in\.jsonl:1: 'metadata\.WARC-Record-ID' must be a string or an integer, got list$"
+        BadRowError, match=r"^in\.jsonl:1: 'metadata\.WARC-Record-ID' must be a string or an integer, got list$"
     ):
         rows("in.jsonl", id_key="metadata.WARC-Record-ID")
 
@@ -351,7 +351,7 @@ def rejected_by(path: Path | str, **options) -> tuple[list[str], list[dict]]:
 def test_rows_python_cannot_carry_are_bad_rows(tmp_path, monkeypatch, line, error):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', line, '{"id": "c"}')
-    with pytest.raises(BadRow) as raised:
+    with pytest.raises(BadRowError) as raised:
         rows("in.jsonl")
     assert str(raised.value) == f"in.jsonl:2: {error}"
     assert rejected_by("in.jsonl") == (["a", "c"], [{"where": "in.jsonl:2", "error": error, "line": line}])
@@ -389,7 +389,7 @@ def test_a_truncated_zstd_shard_is_an_error_naming_it_skipped_or_not(tmp_path, m
             with pytest.raises(MatrixError) as raised:
                 read.extend(row.id for row in read_rows(config, on_rejected=rejected.append))
             assert str(raised.value) == "in.jsonl.zst: truncated zstd stream (the file ends inside a frame)"
-            assert not isinstance(raised.value, BadRow), "the rows it lost cannot be named one by one"
+            assert not isinstance(raised.value, BadRowError), "the rows it lost cannot be named one by one"
             assert rejected == [], "the torn last line is not taken for a bad row"
     empty = write_zst(tmp_path / "empty.jsonl.zst")
     assert rows(empty) == [], "a file that ends between frames is whole"
@@ -420,7 +420,7 @@ def test_a_parquet_file_corrupt_in_the_middle_is_one_line_naming_it_skipped_or_n
             read.extend(row.id for row in read_rows(InputConfig(path=str(path), skip_bad_rows=skip_bad_rows)))
         message = str(raised.value)
         assert message.startswith(f"{path}: corrupt from row {len(read)} on (") and "\n" not in message
-        assert not isinstance(raised.value, BadRow)
+        assert not isinstance(raised.value, BadRowError)
         assert read == [f"r{index}" for index in range(len(read))], "what was read before is good"
 
 
@@ -428,7 +428,7 @@ def test_a_parquet_string_that_is_not_utf8_is_a_bad_row(tmp_path):
     path = tmp_path / "in.parquet"
     texts = pa.array([b"fine", b"\xff\xfe", b"also fine"], pa.binary()).view(pa.string())  # a careless writer's
     pq.write_table(pa.table({"id": ["a", "b", "c"], "text": texts}), path)
-    with pytest.raises(BadRow, match=r"in\.parquet:row 1: not UTF-8 text$"):
+    with pytest.raises(BadRowError, match=r"in\.parquet:row 1: not UTF-8 text$"):
         rows(path)
     assert rejected_by(path) == (["a", "c"], [{"where": f"{path}:row 1", "error": "not UTF-8 text"}])
 
@@ -439,4 +439,4 @@ def test_a_truncated_datasets_shard_is_one_line_naming_it(tmp_path):
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(MatrixError, match=r"data-00000-of-00001\.arrow: corrupt from row \d+ on \([^\n]+\)$") as raised:
         rejected_by(directory)
-    assert not isinstance(raised.value, BadRow)
+    assert not isinstance(raised.value, BadRowError)

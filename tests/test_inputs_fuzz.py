@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from matrix_core.cli import cli
 from matrix_core.config import InputConfig
 from matrix_core.engine import inputs
-from matrix_core.engine.inputs import BadRow, read_rows
+from matrix_core.engine.inputs import BadRowError, read_rows
 from matrix_core.errors import MatrixError
 from matrix_core.testing import FakeOpenAIServer
 
@@ -190,15 +190,15 @@ def check_rows(path: Path, goods: list[Wanted], bads: list[Rejection], whole: bo
         assert got == rows, "every good row once, as written"
         assert len(rejected) == len(bads)
     else:
-        assert error is not None and not isinstance(error, BadRow), "a damaged file is never read silently short"
+        assert error is not None and not isinstance(error, BadRowError), "a damaged file is never read silently short"
         assert str(error).startswith(f"{path}: ")
         assert got == rows[: len(got)] and len(rejected) <= len(bads)
 
     got, rejected, error = read(path, skip_bad_rows=False)
     assert rejected == []
-    if isinstance(error, BadRow) or (whole and bads):
+    if isinstance(error, BadRowError) or (whole and bads):
         number, where, kind = bads[0]
-        assert isinstance(error, BadRow), error
+        assert isinstance(error, BadRowError), error
         assert re.fullmatch(re.escape(where) + ": " + ERRORS[kind], str(error)), (kind, str(error))
         assert got == [(row_id, data) for before, row_id, data in goods if before < number], "all rows before it"
     elif whole:
@@ -290,7 +290,7 @@ def test_parquet(rows, data):
             if error is None:  # the noise hit nothing read (statistics, padding) or left the bytes as they were
                 assert got == good_rows and len(rejected) == len(bads)
             else:
-                assert not isinstance(error, BadRow) and str(error).startswith(f"{path}: "), error
+                assert not isinstance(error, BadRowError) and str(error).startswith(f"{path}: "), error
                 assert got == good_rows[: len(got)], "what was read before the damage is good"
 
 

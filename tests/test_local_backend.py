@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from matrix_core.backends import BackendError, ChatResponse, Sampling, local
-from matrix_core.backends.local import ENGINE_MODULES, INSTALL_ENGINE, INSTALL_MODEL, LocalBackend, LocalConfig
+from matrix_core.backends.local import INSTALL_LOCAL, INSTALL_MODEL, LOCAL_MODULES, LocalBackend, LocalConfig
 from matrix_core.cli import cli
 from matrix_core.errors import MatrixError
 
@@ -22,7 +22,7 @@ T = TypeVar("T")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 pytestmark = pytest.mark.skipif(
-    not all(map(find_spec, ENGINE_MODULES)), reason=f"backend 'local' is not installed: {INSTALL_ENGINE}"
+    not all(map(find_spec, LOCAL_MODULES)), reason=f"backend 'local' is not installed: {INSTALL_LOCAL}"
 )
 needs_model = pytest.mark.skipif(
     find_spec(local.DEFAULT_MODEL_PACKAGE) is None, reason=f"the local model is not installed: {INSTALL_MODEL}"
@@ -190,7 +190,7 @@ def test_a_missing_model_names_the_pip_command(monkeypatch):
     )
 
 
-def test_a_missing_engine_names_the_extra(monkeypatch):
+def test_a_missing_library_names_the_extra(monkeypatch):
     hide(monkeypatch, "torch")
     with pytest.raises(MatrixError, match=r"needs torch: run pip install 'matrix-core\[local\]'"):
         LocalBackend(LocalConfig())

@@ -27,7 +27,7 @@ def test_a_runs_counters_reach_the_endpoint_with_their_values(toy, ray_session, 
     before = read(source)
     failing = ["agents.b.always_fail_ids=[t3]", "run.max_retries=1", "run.retry_backoff_s=0.01"]
     metrics, _ = run_toy(toy, tmp_path, *failing, rows=10)
-    assert metrics["status"] == {"success": 9, "error": 1}
+    assert metrics.status == {"success": 9, "error": 1}
 
     def delta(after: Snapshot, metric: str, *labels: str) -> float:
         return after.total(metric, *labels) - before.total(metric, *labels)

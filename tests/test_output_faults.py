@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from toy_workflow import ToyTask
+from toy_workflow import ToyOrchestrator
 
 from matrix_core import config
 from matrix_core.cli import cli
@@ -198,7 +198,7 @@ def test_a_second_run_on_a_locked_output_is_refused_naming_the_first_runs_pid(ra
 
 
 @dataclass
-class UnencodableTask(ToyTask):
+class UnencodableOrchestrator(ToyOrchestrator):
     """A toy task whose record holds a set (JSON has none) or a lone surrogate (UTF-8 has none) when its row
     says so."""
 
@@ -214,7 +214,7 @@ class UnencodableTask(ToyTask):
 class UnencodablePlugin:
     @hookimpl
     def matrix_register_orchestrators(self, register):
-        register("toy.unencodable", UnencodableTask)
+        register("toy.unencodable", UnencodableOrchestrator)
 
 
 def test_a_record_that_cannot_be_encoded_ends_its_task_as_error_and_the_run_goes_on(toy, tmp_path):
@@ -236,4 +236,4 @@ def test_a_record_that_cannot_be_encoded_ends_its_task_as_error_and_the_run_goes
     }
     assert records["t2"]["status"] == "error" and set(records["t2"]) == {"id", "status", "reason"}
     assert records["t2"]["reason"].startswith("the record cannot be encoded as JSON: 'utf-8' codec can't encode")
-    assert metrics["status"] == {"success": 2, "error": 2}
+    assert metrics.status == {"success": 2, "error": 2}

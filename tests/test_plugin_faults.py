@@ -64,9 +64,9 @@ def test_a_hook_that_raises_ends_its_own_task_as_error_and_the_run_goes_on(fault
     by_id = {r["id"]: r for r in written}
     for task_id in BAD:
         assert by_id[task_id]["status"] == "error"
-        assert by_id[task_id]["reason"] == f"engine: faulty_workflow.FaultyTask.{hook} raised KeyError: 'x'"
+        assert by_id[task_id]["reason"] == f"engine: faulty_workflow.FaultyOrchestrator.{hook} raised KeyError: 'x'"
     assert all(r["status"] == "success" for i, r in by_id.items() if i not in BAD)
-    assert metrics["status"] == {"success": ROWS - len(BAD), "error": len(BAD)}
+    assert metrics.status == {"success": ROWS - len(BAD), "error": len(BAD)}
 
 
 def test_a_next_role_naming_an_undeclared_role_ends_the_task_naming_it(faulty, tmp_path):
@@ -76,7 +76,7 @@ def test_a_next_role_naming_an_undeclared_role_ends_the_task_naming_it(faulty, t
     assert len(by_id) == ROWS
     assert by_id[BAD[0]]["status"] == "error"
     assert "'z'" in by_id[BAD[0]]["reason"] and "next_role" in by_id[BAD[0]]["reason"]
-    assert metrics["status"] == {"success": ROWS - 1, "error": 1}
+    assert metrics.status == {"success": ROWS - 1, "error": 1}
 
 
 def test_a_run_that_stops_making_progress_stops_and_resume_finishes_it(faulty, tmp_path):
@@ -97,7 +97,7 @@ def test_a_run_that_stops_making_progress_stops_and_resume_finishes_it(faulty, t
 
     marker.unlink()  # the hang is gone
     metrics = run_faulty(faulty, tmp_path, *hang, "run.resume=true")
-    assert (metrics["skipped_finished"], metrics["admitted"]) == (ROWS - 1, 1)
+    assert (metrics.engine.skipped_finished, metrics.engine.admitted) == (ROWS - 1, 1)
     assert sorted(r["id"] for r in records(tmp_path / "out.jsonl")) == sorted(f"t{i}" for i in range(ROWS))
 
 
@@ -110,7 +110,7 @@ def test_actor_warnings_and_a_failing_summary_reach_the_user(faulty, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"agent a: warning: task {BAD[0]} looks odd" in result.stderr
     summary = [line for line in result.stderr.splitlines() if "summary raised" in line]
-    assert summary == ["warning: faulty_workflow.BrokenSummaryTask.summary raised KeyError: 'x'"]
+    assert summary == ["warning: faulty_workflow.BrokenSummaryOrchestrator.summary raised KeyError: 'x'"]
     assert f"task {BAD[0]} looks odd" in (tmp_path / "out.log").read_text()
     assert len(records(output)) == ROWS
 

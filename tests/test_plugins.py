@@ -27,7 +27,7 @@ class Shouter(Agent):
 
 
 @dataclass
-class ShoutTask(Orchestrator):
+class ShoutOrchestrator(Orchestrator):
     """Shouts."""
 
     roles = {"shouter": "test.shouter"}
@@ -67,13 +67,13 @@ def test_builtins_register_through_the_hooks():
 
 def test_in_process_plugin_registers_every_kind():
     with register_plugin(
-        plugin(agents=[("test.shouter", Shouter)], orchestrators=[("shout", ShoutTask)]), "t"
+        plugin(agents=[("test.shouter", Shouter)], orchestrators=[("shout", ShoutOrchestrator)]), "t"
     ) as loaded:
         record = info(loaded, "t")
         assert record.status == "ok"
         assert record.components == {"orchestrators": ["shout"], "agents": ["test.shouter"]}
         assert record.hooks == ["matrix_register_agents", "matrix_register_orchestrators"]
-        assert loaded.registry.get("orchestrators", "shout").target == "test_plugins:ShoutTask"
+        assert loaded.registry.get("orchestrators", "shout").target == "test_plugins:ShoutOrchestrator"
     assert "shout" not in load_plugins().registry.names("orchestrators")
 
 
@@ -113,7 +113,7 @@ def local_class():
     ("name", "component", "message"),
     [
         ("x", object(), "must be a subclass of matrix_core.agent.Agent"),
-        ("x", ShoutTask, "must be a subclass of matrix_core.agent.Agent"),
+        ("x", ShoutOrchestrator, "must be a subclass of matrix_core.agent.Agent"),
         ("", Shouter, "name must be a non-empty word"),
         ("has space", Shouter, "name must be a non-empty word"),
         (3, Shouter, "name must be a non-empty word"),

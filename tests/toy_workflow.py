@@ -14,7 +14,7 @@ from matrix_core import hookimpl
 from matrix_core.agent import Agent
 from matrix_core.backends import Backend, BackendError, ContentFilterError
 from matrix_core.config import AgentConfig
-from matrix_core.engine.inputs import BadRow
+from matrix_core.engine.inputs import BadRowError
 from matrix_core.orchestrator import DONE, Orchestrator
 
 
@@ -40,7 +40,7 @@ class ToyAgentConfig(AgentConfig):
 
 
 @dataclass
-class ToyTask(Orchestrator):
+class ToyOrchestrator(Orchestrator):
     """Visits a, b, c, a, ... ``hops`` times."""
 
     roles = {"a": "toy.agent", "b": "toy.agent", "c": "toy.agent"}
@@ -59,11 +59,11 @@ class ToyTask(Orchestrator):
         if "copies" not in row:
             return [(id, row)]
         if not isinstance(row["copies"], int):
-            raise BadRow(f"copies: not an integer: {row['copies']!r}")
+            raise BadRowError(f"copies: not an integer: {row['copies']!r}")
         return [(f"{id}/{copy}", row) for copy in range(row["copies"])]
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyTask:
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyOrchestrator:
         return cls(id=id, row=row, wanted=row.get("hops", config.hops), keep_errors=config.keep_errors)
 
     def next_role(self) -> str | None:
@@ -92,7 +92,7 @@ class ToyAgent(Agent):
 
     config_schema = ToyAgentConfig
 
-    async def step(self, task: ToyTask) -> ToyTask:
+    async def step(self, task: ToyOrchestrator) -> ToyOrchestrator:
         config: ToyAgentConfig = self.context.config
         task.attempts += 1
         if config.die_on_id == task.id and config.die_marker and not Path(config.die_marker).exists():
@@ -123,7 +123,7 @@ class ToyAgent(Agent):
 class NullBackend(Backend):
     """The toy agents call no model."""
 
-    async def chat(self, messages, sampling, tools=None):
+    async def chat(self, messages, sampling, tools=None, *, task_id=None):
         raise AssertionError("the toy workflow calls no backend")
 
 
@@ -150,7 +150,7 @@ def matrix_register_backends(register):
 
 @hookimpl
 def matrix_register_orchestrators(register):
-    register("toy", ToyTask)
+    register("toy", ToyOrchestrator)
 
 
 @hookimpl

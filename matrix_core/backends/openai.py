@@ -94,28 +94,37 @@ class OpenAIBackend(Backend):
         return self._client, self._model
 
     def _open(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_s,
+            max_retries=0,  # the engine retries steps: see the module's docstring
+            http_client=self._pool(),
+        )
+
+    def _pool(self) -> httpx2.AsyncClient:
+        """The connection pool of one client: ``backend.max_connections`` connections, every one kept alive.
+        Subclasses that open another client class (``azure``) give it this pool too."""
         # The SDK's own aiohttp transport, with the SDK's timeouts and redirects. Its default httpx2 pool scans every
         # connection on each request: at 500 requests in flight that cost 2.8-3.2 ms of CPU per request against
         # 1.3-1.5 ms with aiohttp (benchmarks/README.md, efficiency).
         # aiohttp reads 0 as no limit, and an unset limit as its own default of 100 connections: a cap nobody set.
         connections = self.config.max_connections or 0
-        http_client = openai.DefaultAioHttpClient(
+        return openai.DefaultAioHttpClient(
             limits=httpx2.Limits(
                 max_connections=connections,
                 # Keep every connection alive: a busy actor would otherwise reopen connections under load.
                 max_keepalive_connections=connections,
             )
         )
-        return openai.AsyncOpenAI(
-            api_key=self._api_key,
-            base_url=self.config.base_url,
-            timeout=self.config.timeout_s,
-            max_retries=0,  # the engine retries steps: see the module's docstring
-            http_client=http_client,
-        )
 
     async def chat(
-        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        task_id: str | None = None,
     ) -> ChatResponse:
         """Send one chat completion request; a request that fails after the retries raises :class:`BackendError`."""
         client, model = await self._ready()
@@ -136,24 +145,32 @@ class OpenAIBackend(Backend):
             await self._client.close()
             self._client = None
 
+    unreachable_hint = "is the server running, and is backend.base_url right?"
+    """What to check when the server cannot be reached; a subclass names its own setting."""
+
+    @property
+    def where(self) -> str:
+        """How errors name the server: ``backend.base_url``; a subclass may name its own URL."""
+        return str(self.config.base_url)
+
+    def status_hint(self, status: int) -> str | None:
+        """What to check when a request is answered HTTP ``status``; none by default."""
+        return None
+
     def _error(self, error: openai.APIError) -> BackendError:
-        message = " ".join(error.message.split())  # one line: some servers answer multi-line bodies
-        if isinstance(error, openai.APITimeoutError) and _refused(error):
-            message = "Connection error."  # the SDK's aiohttp transport reports a refused connection as a timeout
+        """The :class:`BackendError` a failed request raises: retryable and ``unavailable`` by its status, with the
+        wait the server asked for."""
+        message = error_message(error)
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            message = message.removeprefix(f"Error code: {status} - ")  # the SDK's, said again below
             return BackendError(
-                f"{self.config.base_url} answered HTTP {status}: {message}",
+                f"{self.where} answered HTTP {status}: {message}",
+                hint=self.status_hint(status),
                 retryable=status in RETRYABLE_STATUS or status >= 500,
                 unavailable=status == 429 or status >= 500,
                 retry_after_s=retry_after(error.response.headers),
             )
-        return BackendError(
-            f"{self.config.base_url}: {message}",
-            hint="is the server running, and is backend.base_url right?",
-            unavailable=True,
-        )
+        return BackendError(f"{self.where}: {message}", hint=self.unreachable_hint, unavailable=True)
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -180,6 +197,17 @@ def retry_after(headers: Any) -> float | None:
     if seconds is None or seconds < 0:
         return None
     return min(seconds, MAX_RETRY_AFTER_S)
+
+
+def error_message(error: openai.APIError) -> str:
+    """The SDK's message of a failed request on one line, without the status its own message repeats, and a refused
+    connection called so."""
+    message = " ".join(error.message.split())  # one line: some servers answer multi-line bodies
+    if isinstance(error, openai.APITimeoutError) and _refused(error):
+        message = "Connection error."  # the SDK's aiohttp transport reports a refused connection as a timeout
+    if isinstance(error, openai.APIStatusError):
+        message = message.removeprefix(f"Error code: {error.status_code} - ")  # the caller says the status
+    return message
 
 
 def _refused(error: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""Choosing an engine replica for each request: least outstanding requests, or sticky by task id."""
+"""Choosing an inference server replica for each request: least outstanding requests, or sticky by task id."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 
 class ReplicaRouting(Enum):
-    """How a backend client spreads its requests over an engine's replicas."""
+    """How a backend client spreads its requests over an inference server's replicas."""
 
     least_outstanding = "least_outstanding"
     """The replica with the fewest of this client's requests waiting (ties in turn)."""
@@ -36,7 +36,7 @@ class Replica:
     recovering: Any = field(default=None, repr=False)
 
 
-class Router:
+class ReplicaPicker:
     """Picks a replica per request among those up."""
 
     def __init__(self, routing: ReplicaRouting) -> None:

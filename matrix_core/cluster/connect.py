@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matrix_core.cluster.state import ClusterError, ClusterState, load
-from matrix_core.errors import UsageError
+from matrix_core.errors import UsageError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class RayTarget:
                 ray.init(address=self.address, **options)
         except (ConnectionError, RuntimeError) as error:
             raise ClusterError(
-                f"cannot reach Ray at {self.address}: {str(error).splitlines()[0]}",
+                f"cannot reach Ray at {self.address}: {first_line(error)}",
                 hint="check `matrix cluster status`, or RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH for a token-protected Ray",
             ) from None
         logger.info("connected to Ray at %s", self.address)
@@ -172,7 +172,7 @@ def load_runtime_env(path: str | None) -> dict[str, Any] | None:
     try:
         value = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (OmegaConfBaseException, YAMLError) as error:
-        raise UsageError(f"--runtime-env {path}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"--runtime-env {path}: {first_line(error)}") from None
     if not isinstance(value, dict):
         raise UsageError(f"--runtime-env {path}: expected a mapping (pip, working_dir, env_vars, ...)")
     return value

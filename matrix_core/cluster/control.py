@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from matrix_core.cluster import local, prometheus, slurm
@@ -49,7 +49,7 @@ def start_cluster(
         metrics_host=metrics_host,
     )
     try:
-        state.head_job = _backend(state).spawn_head(state)
+        state.head_job = _launcher(state).spawn_head(state)
         state.save()
         head = _wait_for_head(state, timeout_s)
         if workers:
@@ -74,7 +74,7 @@ def status(name: str) -> dict[str, Any]:
     state = load(name)
     report = state.to_json()
     jobs = [job for job in [state.head_job, *state.worker_jobs] if job]
-    report["jobs"] = _backend(state).job_states(state, jobs) if not state.stopped else dict.fromkeys(jobs, "STOPPED")
+    report["jobs"] = _launcher(state).job_states(state, jobs) if not state.stopped else dict.fromkeys(jobs, "STOPPED")
     report["ray"] = None
     head = state.head
     if head and not state.stopped and _reachable(head.address):
@@ -87,8 +87,8 @@ def stop_cluster(name: str) -> list[str]:
     state = load(name)
     jobs = [job for job in [state.head_job, *state.worker_jobs] if job]
     if jobs:
-        _backend(state).stop(state, jobs)
-    state.stopped = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _launcher(state).stop(state, jobs)
+    state.stopped = datetime.now(UTC).isoformat(timespec="seconds")
     state.save()
     return jobs
 
@@ -102,14 +102,14 @@ def _running(name: str) -> ClusterState:
 
 def _grow(state: ClusterState, head: HeadInfo, count: int, timeout_s: float) -> list[str]:
     expected = _live_nodes(state) + count  # not the jobs on record: a worker that died is no node any more
-    backend = _backend(state)
-    jobs = backend.spawn_workers(state, head.address, count)
+    launcher = _launcher(state)
+    jobs = launcher.spawn_workers(state, head.address, count)
     state.worker_jobs += jobs
     state.save()
     try:
         _wait_for_nodes(state, jobs, expected, timeout_s)
     except BaseException:
-        backend.stop(state, jobs)
+        launcher.stop(state, jobs)
         state.worker_jobs = [job for job in state.worker_jobs if job not in jobs]
         state.save()
         raise
@@ -147,24 +147,24 @@ def _count_live() -> int:
 
 
 def _wait(state: ClusterState, jobs: list[str], ready: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    backend = _backend(state)
+    launcher = _launcher(state)
     deadline = time.monotonic() + timeout_s
     while True:
         result = ready()
         if result:
             return result
         for job in jobs:
-            reason = backend.failure(state, job)
+            reason = launcher.failure(state, job)
             if reason:
                 raise ClusterError(
                     f"{what} of cluster {state.name!r} failed to start (job {job}: {reason}); "
-                    f"log: {backend.log_path(state, job)}"
+                    f"log: {launcher.log_path(state, job)}"
                 )
         if time.monotonic() > deadline:
-            states = backend.job_states(state, jobs)
+            states = launcher.job_states(state, jobs)
             raise ClusterError(
                 f"{what} of cluster {state.name!r} did not become reachable within {timeout_s:.0f}s "
-                f"(job {jobs[0]}: {states.get(jobs[0], 'ended')}); log: {backend.log_path(state, jobs[0])}",
+                f"(job {jobs[0]}: {states.get(jobs[0], 'ended')}); log: {launcher.log_path(state, jobs[0])}",
                 hint="raise --timeout if jobs wait in the queue",
             )
         time.sleep(POLL_S)
@@ -196,7 +196,7 @@ def _ray_summary(state: ClusterState) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Backend:
+class _NodeLauncher:
     """How one kind of cluster starts, watches and stops its nodes."""
 
     spawn_head: Callable[[ClusterState], str]
@@ -211,7 +211,7 @@ def _local_failure(state: ClusterState, job: str) -> str | None:
     return None if local.is_alive(state, job) else "its process exited"
 
 
-_LOCAL = _Backend(
+_LOCAL = _NodeLauncher(
     spawn_head=lambda state: local.spawn_node(state, "head"),
     spawn_workers=lambda state, address, count: [local.spawn_node(state, "worker", address) for _ in range(count)],
     failure=_local_failure,
@@ -219,7 +219,7 @@ _LOCAL = _Backend(
     job_states=lambda state, jobs: {job: "RUNNING" if local.is_alive(state, job) else "EXITED" for job in jobs},
     stop=local.stop,
 )
-_SLURM = _Backend(
+_SLURM = _NodeLauncher(
     spawn_head=slurm.submit_head,
     spawn_workers=slurm.submit_workers,
     failure=slurm.failure,
@@ -240,5 +240,5 @@ def _cancel_and_wait(state: ClusterState, jobs: list[str], timeout_s: float = 12
         time.sleep(POLL_S)
 
 
-def _backend(state: ClusterState) -> _Backend:
+def _launcher(state: ClusterState) -> _NodeLauncher:
     return _LOCAL if state.kind == "local" else _SLURM

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from matrix_core.backends.server_replica import free_port
 from matrix_core.cluster import prometheus
 from matrix_core.cluster.connect import LOOPBACK_ONLY
 from matrix_core.cluster.state import ClusterState
@@ -30,13 +30,6 @@ ATTEMPTS = 3
 """Tries of ``ray start`` per node: on a busy machine Ray's own 30-second start-up limit is sometimes too short."""
 STARTED = "Ray runtime started"
 """What ``ray start`` prints once its node is up."""
-
-
-def free_port(host: str = "") -> int:
-    """A TCP port free on this machine now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def private_temp_dir() -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 from matrix_core.cluster import node
 from matrix_core.cluster.state import ClusterError, ClusterState
-from matrix_core.errors import UsageError
+from matrix_core.errors import UsageError, first_line
 
 DEFAULT_TIME_MIN = 240
 """A cluster's jobs run 4 hours unless ``--slurm time=MINUTES`` says otherwise (submitit's own default is 5)."""
@@ -44,7 +44,7 @@ def _executor(state: ClusterState, role: str) -> Any:
     try:
         executor.update_parameters(job_name=f"matrix-{state.name}-{role}", **parameters)
     except ValueError as error:  # submitit names the unknown parameter and lists the valid ones
-        raise UsageError(f"--slurm: {error}".splitlines()[0]) from None
+        raise UsageError(f"--slurm: {first_line(error)}") from None
     return executor
 
 
@@ -103,7 +103,7 @@ def failure(state: ClusterState, job: str) -> str | None:
             return "it returned"
         # submitit wraps the job's traceback: its last "SomeError: message" line says what went wrong
         raised = [line.strip() for line in str(error).splitlines() if re.match(r"^\s*\w+(Error|Exception): ", line)]
-        return raised[-1] if raised else str(error).strip().splitlines()[0]
+        return raised[-1] if raised else first_line(error)
     current = states([job]).get(job)
     if current is None:
         return "it ended"

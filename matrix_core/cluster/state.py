@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class ClusterState:
     name: str
     kind: str
     """``local`` (processes on this machine) or ``slurm`` (submitit jobs)."""
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     slurm: dict[str, Any] = field(default_factory=dict)
     prometheus: bool = False
     dashboard: bool = False

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
-from matrix_core.cli import user_errors
 from matrix_core.cluster.state import LOOPBACK
 
 TIMEOUT = click.option(
@@ -76,20 +74,16 @@ def start(
     """Start cluster NAME: the Ray head first, then --workers workers joining it."""
     from matrix_core.cluster import control, slurm
 
-    def go() -> Any:
-        options = slurm.parse_options(slurm_options)
-        return control.start_cluster(
-            name,
-            local_nodes=local_nodes,
-            slurm_options=options,
-            workers=workers,
-            with_prometheus=with_prometheus,
-            timeout_s=timeout_s,
-            with_dashboard=with_dashboard,
-            metrics_host=metrics_host,
-        )
-
-    state = user_errors(go)
+    state = control.start_cluster(
+        name,
+        local_nodes=local_nodes,
+        slurm_options=slurm.parse_options(slurm_options),
+        workers=workers,
+        with_prometheus=with_prometheus,
+        timeout_s=timeout_s,
+        with_dashboard=with_dashboard,
+        metrics_host=metrics_host,
+    )
     head = state.head
     click.echo(f"cluster {name} started ({state.kind}): head {head.address}, {workers} worker(s)")
     if head.dashboard_url:
@@ -108,7 +102,7 @@ def add_workers(name: str, count: int, timeout_s: float) -> None:
     """Start COUNT more worker nodes on cluster NAME."""
     from matrix_core.cluster import control
 
-    jobs = user_errors(lambda: control.add_workers(name, count, timeout_s))
+    jobs = control.add_workers(name, count, timeout_s)
     click.echo(f"cluster {name}: {count} worker(s) joined (jobs {', '.join(jobs)})")
 
 
@@ -119,7 +113,7 @@ def status(name: str, as_json: bool) -> None:
     """Jobs, live nodes, CPUs/GPUs free and the dashboard URL of cluster NAME."""
     from matrix_core.cluster import control
 
-    report = user_errors(lambda: control.status(name))
+    report = control.status(name)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -151,7 +145,7 @@ def list_(as_json: bool) -> None:
     """Every cluster Matrix knows of."""
     from matrix_core.cluster.state import list_clusters
 
-    states = user_errors(list_clusters)
+    states = list_clusters()
     if as_json:
         click.echo(json.dumps([state.to_json() for state in states], indent=2))
         return
@@ -180,5 +174,5 @@ def stop(name: str) -> None:
     """Stop cluster NAME: cancel every job it started (for --local, stop its own node processes), nothing else."""
     from matrix_core.cluster import control
 
-    jobs = user_errors(lambda: control.stop_cluster(name))
+    jobs = control.stop_cluster(name)
     click.echo(f"cluster {name} stopped ({len(jobs)} job(s): {', '.join(jobs) or 'none'})")

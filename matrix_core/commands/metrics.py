@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from matrix_core.cli import user_errors
-
 
 @click.command()
 @click.option("--cluster", metavar="NAME", help="A cluster started with `matrix cluster start`.")
@@ -25,13 +23,13 @@ def metrics(
     """Summarize Matrix's metrics: tasks/s, tokens/s, in flight, error rate, per-role steps and latency."""
     from matrix_core.cluster.metrics import read
 
-    source = user_errors(lambda: _source(cluster, endpoints, prometheus_url))
-    previous = user_errors(lambda: read(source))
+    source = _source(cluster, endpoints, prometheus_url)
+    previous = read(source)
     if once:
         time.sleep(interval)
         from rich.console import Console
 
-        Console().print(*_tables(previous, user_errors(lambda: read(source))))
+        Console().print(*_tables(previous, read(source)))
         return
     from rich.console import Group
     from rich.live import Live
@@ -40,7 +38,7 @@ def metrics(
         try:
             while True:
                 time.sleep(interval)
-                current = user_errors(lambda: read(source))
+                current = read(source)
                 live.update(Group(*_tables(previous, current)))
                 previous = current
         except KeyboardInterrupt:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from matrix_core.cli import user_errors
 from matrix_core.commands.options import address_option, cluster_option, config_option, overrides_argument
 
 
@@ -64,24 +61,17 @@ def run(
     Configuration is layered: the workflow's defaults, then each -c file in order, then the options above,
     then KEY=VALUE overrides (e.g. backend.model=my-model run.max_concurrency=500).
     """
+    from matrix_core.api import RunOptions, resolve_run
     from matrix_core.cluster.connect import RayTarget, load_runtime_env
 
-    target = user_errors(lambda: RayTarget.resolve(cluster, address, load_runtime_env(runtime_env)))
+    target = RayTarget.resolve(cluster, address, load_runtime_env(runtime_env))
     target.apply_env()  # before anything imports Ray (plugins may), which reads its auth settings once
-    flags: dict[str, Any] = {"input": {}, "output": {}, "run": {}}
-    for section, key, value in [
-        ("input", "path", input_path),
-        ("output", "path", output_path),
-        ("run", "limit", limit),
-        ("run", "resume", resume or None),
-        ("run", "retry_errors", retry_errors or None),
-        ("run", "force", force or None),
-        ("run", "quiet", quiet or None),
-        ("input", "skip_bad_rows", skip_bad_rows or None),
-    ]:
-        if value is not None:
-            flags[section][key] = value
-    resolved, registry = user_errors(lambda: _resolve(workflow, config_files, overrides, flags, system_prompt, profile))
+    options = RunOptions(
+        input_path, output_path, limit, resume, retry_errors, force, quiet, skip_bad_rows, system_prompt
+    )
+    resolved, registry = resolve_run(
+        workflow, overrides=overrides, config_files=config_files, options=options, profile=profile
+    )
     if note := resolved.profile_note():
         click.echo(note, err=True)
     if print_config:
@@ -89,18 +79,18 @@ def run(
         return
     from matrix_core.engine.run import run_workflow
 
-    metrics = user_errors(lambda: run_workflow(resolved, registry, target))
-    statuses = ", ".join(f"{count} {status}" for status, count in sorted(metrics["status"].items())) or "nothing to do"
+    metrics = run_workflow(resolved, registry, target)
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(metrics.status.items())) or "nothing to do"
     click.echo(
-        f"{metrics['tasks']} tasks ({statuses}) in {metrics['wall_time_s']:.1f}s, "
-        f"{metrics['tokens_per_s']:.0f} tokens/s -> {resolved.config.output.path}",
+        f"{metrics.tasks} tasks ({statuses}) in {metrics.wall_time_s:.1f}s, "
+        f"{metrics.tokens_per_s:.0f} tokens/s -> {resolved.config.output.path}",
         err=True,
     )
-    for cap in metrics.get("caps", []):
-        if cap["reached"]:
+    for cap in metrics.engine.caps:
+        if cap.reached:
             click.echo(
-                f"cap reached: {cap['setting']} held role {cap['role']!r} at {cap['limit']} at once "
-                f"(run.max_concurrency asks {cap['asked']})",
+                f"cap reached: {cap.setting} held role {cap.role!r} at {cap.limit} at once "
+                f"(run.max_concurrency asks {cap.asked})",
                 err=True,
             )
     from matrix_core.engine.plugin_calls import PluginFault, guarded
@@ -111,27 +101,3 @@ def run(
         line = f"warning: {fault.reason.removeprefix('engine: ')}"
     if line:
         click.echo(line, err=True)
-
-
-def _resolve(
-    workflow: str,
-    config_files: tuple[str, ...],
-    overrides: tuple[str, ...],
-    flags: dict[str, Any],
-    system_prompt: str | None,
-    profile: str | None,
-) -> Any:
-    from matrix_core import config
-    from matrix_core.errors import UsageError
-    from matrix_core.plugins import load_plugins
-
-    registry = load_plugins().registry
-    component = registry.get("orchestrators", workflow)
-    if system_prompt is not None:
-        if not component.cls.config_key:
-            raise UsageError(f"workflow {workflow!r} takes no --system-prompt")
-        flags[component.cls.config_key] = {"system_prompt": system_prompt}
-    sources = [config.load_file(path) for path in config_files]
-    sources.append(config.source_from("command-line options", flags))
-    sources += config.parse_overrides(overrides)
-    return config.resolve(component, registry, sources, profile), registry

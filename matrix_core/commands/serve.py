@@ -1,5 +1,5 @@
-"""``matrix serve`` (``matrix backends start``), ``matrix backends stop`` and ``matrix backends check``: engines
-started standalone, and the start-up check of configured backends."""
+"""``matrix serve`` (``matrix backends start``), ``matrix backends stop`` and ``matrix backends check``: inference
+servers started standalone, and the start-up check of configured backends."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from typing import Any
 
 import click
 
-from matrix_core.cli import user_errors
 from matrix_core.commands.options import address_option, cluster_option, config_option, overrides_argument
-from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.errors import MatrixError
 from matrix_core.private_files import private_directory, write_private
 
 WATCH_S = 2.0
-KEY_VARIABLE = "MATRIX_ENGINE_KEY"
+KEY_VARIABLE = "MATRIX_SERVER_KEY"
 """The variable `matrix serve` suggests for handing a replica's key to an `openai` backend."""
 
 
@@ -44,27 +43,31 @@ class BackendTarget:
 @address_option
 @overrides_argument
 def serve(config_files: tuple[str, ...], cluster: str | None, address: str | None, overrides: tuple[str, ...]) -> None:
-    """Start the `vllm` or `sglang` engines that `backend.*` describes and keep them running.
+    """Start the `vllm` or `sglang` inference servers that `backend.*` describes and keep them running.
 
     Prints each replica's base URL and the 0600 file holding its key (for runs with backend.type=openai), and their
     Ray names (runs on the same Ray cluster with the same backend settings reuse them, and get the keys from Ray).
     Stops them on Ctrl-C; `matrix backends stop` stops them from elsewhere.
     """
-    from matrix_core.backends.engine import EngineBackend
+    from matrix_core import config
+    from matrix_core.backends.inference_server import InferenceServerBackend
 
-    target = user_errors(lambda: _backend_alone(_sources(config_files, overrides)))
-    if not issubclass(target.cls, EngineBackend):
+    target = _backend_alone(config.sources_for(config_files, overrides))
+    if not issubclass(target.cls, InferenceServerBackend):
         kind = target.values["type"]
-        raise click.UsageError(f"matrix serve starts engines on Ray (backend.type=vllm or sglang), not {kind}")
-    backend = user_errors(lambda: target.build())
+        raise click.UsageError(
+            f"matrix serve starts inference servers on Ray (backend.type=vllm or sglang), not {kind}"
+        )
+    backend = target.build()
     backend.config.keep_alive = True
     with connected_ray(cluster, address) as ray_address:
-        endpoints = user_errors(lambda: asyncio.run(_start(backend)))
+        endpoints = asyncio.run(_start(backend))
         names = backend.actor_names()
         pairs = zip(names, endpoints, strict=True)
-        key_files = user_errors(lambda: [write_key_file(name, key) for name, (_, key) in pairs])
+        key_files = [write_key_file(name, key) for name, (_, key) in pairs]
         click.echo(
-            f"Serving {backend.config.model} with {backend.engine} on {len(names)} replicas (Ray at {ray_address}):"
+            f"Serving {backend.config.model} with {backend.backend_type} on {len(names)} replicas "
+            f"(Ray at {ray_address}):"
         )
         for name, (base_url, _), key_file in zip(names, endpoints, key_files, strict=True):
             click.echo(f"  {name}  {base_url}  key in {key_file}")
@@ -77,10 +80,10 @@ def serve(config_files: tuple[str, ...], cluster: str | None, address: str | Non
         try:
             _wait_until_stopped(names)
         except KeyboardInterrupt:
-            stopped = stop_engines(names)
-            click.echo(f"Stopped {len(stopped)} engine replicas.")
+            stopped = stop_servers(names)
+            click.echo(f"Stopped {len(stopped)} server replicas.")
             return
-        click.echo("The engines were stopped.")
+        click.echo("The servers were stopped.")
 
 
 @click.command("stop")
@@ -90,8 +93,8 @@ def serve(config_files: tuple[str, ...], cluster: str | None, address: str | Non
     "--address", default="auto", show_default=True, help="The Ray cluster: HOST:PORT, ray://HOST:PORT or auto."
 )
 def stop(names: tuple[str, ...], cluster: str | None, address: str) -> None:
-    """Stop engine replicas on a Ray cluster: all of them, or those whose names start with NAME."""
-    from matrix_core.backends.engine import NAMESPACE
+    """Stop inference server replicas on a Ray cluster: all of them, or those whose names start with NAME."""
+    from matrix_core.backends.inference_server import NAMESPACE
 
     with connected_ray(cluster, None if cluster else address):
         import ray
@@ -102,8 +105,8 @@ def stop(names: tuple[str, ...], cluster: str | None, address: str) -> None:
             if actor["namespace"] == NAMESPACE
         )
         chosen = [name for name in running if not names or name.startswith(names)]
-        stopped = stop_engines(chosen)
-    click.echo(f"Stopped {len(stopped)} engine replicas" + (": " + ", ".join(stopped) if stopped else "."))
+        stopped = stop_servers(chosen)
+    click.echo(f"Stopped {len(stopped)} server replicas" + (": " + ", ".join(stopped) if stopped else "."))
 
 
 @click.command("check")
@@ -124,9 +127,11 @@ def check(
     """Run only the start-up check of the configured backends: one line each, `ok` or why not.
 
     Without a workflow, checks `backend.*`; with one, each role's backend (`agents.<role>.backend` included).
-    Engines (vllm, sglang) are started, checked and let go.
+    Inference servers (vllm, sglang) are started, checked and let go.
     """
-    targets = user_errors(lambda: _targets(workflow, _sources(config_files, overrides)))
+    from matrix_core import config
+
+    targets = _targets(workflow, config.sources_for(config_files, overrides))
     with connected_ray(cluster, address):
         results = [asyncio.run(_check(target)) for target in targets]
     for ok, line in results:
@@ -150,13 +155,13 @@ def connected_ray(cluster: str | None, address: str | None) -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
 
 
-def stop_engines(names: Sequence[str]) -> list[str]:
-    """Stop the named engine replicas (their servers, then their actors, for good) and remove the key files
+def stop_servers(names: Sequence[str]) -> list[str]:
+    """Stop the named server replicas (their servers, then their actors, for good) and remove the key files
     `matrix serve` left for them here; returns those stopped."""
     import ray
     from ray.exceptions import RayActorError
 
-    from matrix_core.backends.engine import NAMESPACE
+    from matrix_core.backends.inference_server import NAMESPACE
 
     stopped = []
     for name in names:
@@ -173,10 +178,10 @@ def stop_engines(names: Sequence[str]) -> list[str]:
 
 
 def keys_dir() -> Path:
-    """Where `matrix serve` leaves the replicas' keys: ``$MATRIX_HOME/engines`` (``~/.matrix/engines``)."""
+    """Where `matrix serve` leaves the replicas' keys: ``$MATRIX_HOME/servers`` (``~/.matrix/servers``)."""
     from matrix_core.cluster.state import matrix_home
 
-    return matrix_home() / "engines"
+    return matrix_home() / "servers"
 
 
 def write_key_file(name: str, key: str) -> Path:
@@ -194,7 +199,7 @@ def _wait_until_stopped(names: Sequence[str]) -> None:
     """Return once none of the named replicas is left (``matrix backends stop``, or restarts spent)."""
     import ray
 
-    from matrix_core.backends.engine import NAMESPACE
+    from matrix_core.backends.inference_server import NAMESPACE
 
     while True:
         alive = {
@@ -208,7 +213,7 @@ def _wait_until_stopped(names: Sequence[str]) -> None:
 
 
 async def _start(backend: Any) -> list[tuple[str, str]]:
-    """Start the engines and return each replica's base URL and key."""
+    """Start the inference servers and return each replica's base URL and key."""
     await backend.start()
     try:
         return [(replica.base_url, replica.api_key) for replica in backend.replicas if replica.up]
@@ -246,14 +251,9 @@ def _describe(target: BackendTarget, backend: Any) -> str:
 # --- which backends -------------------------------------------------------------------------------------------
 
 
-def _sources(config_files: Sequence[str], overrides: Sequence[str]) -> list[Any]:
-    from matrix_core import config
-
-    return [*(config.load_file(path) for path in config_files), *config.parse_overrides(overrides)]
-
-
-def _targets(workflow: str | None, sources: list[Any]) -> list[BackendTarget]:
-    """Each role's backend of ``workflow`` (roles with the same settings together), else ``backend.*`` alone."""
+def _targets(workflow: str | None, sources: Sequence[Any]) -> list[BackendTarget]:
+    """Each role's backend of ``workflow`` (roles with the same settings together), else ``backend.*`` alone; both
+    resolved and checked as ``matrix run`` resolves them."""
     from omegaconf import OmegaConf
 
     from matrix_core import config
@@ -277,27 +277,14 @@ def _targets(workflow: str | None, sources: list[Any]) -> list[BackendTarget]:
     ]
 
 
-def _backend_alone(sources: list[Any]) -> BackendTarget:
-    """``backend.*`` from the sources, typed by its backend's schema; other sections are not looked at."""
+def _backend_alone(sources: Sequence[Any]) -> BackendTarget:
+    """``backend.*`` from the sources (other sections are not looked at), resolved by
+    :func:`matrix_core.config.resolve_backend`."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
-    from matrix_core.config import BackendConfig
+    from matrix_core import config
     from matrix_core.plugins import load_plugins
 
-    backend_type = BackendConfig.type
-    for source in sources:
-        backend_type = OmegaConf.select(source.data, "backend.type", default=None) or backend_type
-    component = load_plugins().registry.get("backends", backend_type)
-    merged = OmegaConf.structured(component.cls.config_schema)
-    for source in sources:
-        section = OmegaConf.select(source.data, "backend", default=None)
-        if section is None:
-            continue
-        try:
-            merged = OmegaConf.merge(merged, section)
-        except OmegaConfBaseException as error:
-            key = f"backend.{error.full_key}"
-            raise ConfigError(f"{source.where(key)}: {key}: {str(error).strip().splitlines()[0]}") from None
-    values = OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
-    return BackendTarget("backend", component.cls, values)
+    registry = load_plugins().registry
+    values = OmegaConf.to_container(config.resolve_backend(registry, sources), resolve=True, enum_to_str=True)
+    return BackendTarget("backend", registry.get("backends", values["type"]).cls, values)

@@ -2,12 +2,12 @@
 
 from matrix_core import hookimpl
 from matrix_core.hookspecs import Register
-from matrix_core.workflows.inference import InferenceAgent, InferenceTask
+from matrix_core.workflows.inference import InferenceAgent, InferenceOrchestrator
 
 
 @hookimpl
 def matrix_register_orchestrators(register: Register) -> None:
-    register("inference", InferenceTask)
+    register("inference", InferenceOrchestrator)
 
 
 @hookimpl

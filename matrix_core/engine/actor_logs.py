@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from matrix_core.errors import first_line
 from matrix_core.redaction import redact_value
 
 BUFFERED = 10_000
@@ -41,7 +42,7 @@ class _Buffer(logging.Handler):
             message = record.getMessage()
         except Exception:  # a bad format string in someone's log call must not break the actor
             message = str(record.msg)
-        line = f"{self.label}: {record.levelname.lower()}: {message.splitlines()[0] if message else ''}"
+        line = f"{self.label}: {record.levelname.lower()}: {first_line(message)}"
         detail = f"{self.label}: {record.levelname} {record.name}: {message}"
         if record.exc_info:
             detail += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()

@@ -1,8 +1,11 @@
-"""The Ray actor that hosts one agent: a bounded inbox, up to ``max_in_flight`` concurrent steps, direct sends."""
+"""The actor that hosts one agent: a bounded inbox, up to ``max_in_flight`` concurrent steps, direct sends.
+
+A plain class: the driver makes it a Ray actor where it creates it (:mod:`matrix_core.engine.run`)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -10,15 +13,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import ray
 from ray.exceptions import ObjectLostError
 
 from matrix_core.agent import AgentContext
-from matrix_core.backends.base import BackendError, set_current_task_id
+from matrix_core.backends.base import BackendError
 from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.health import BackendHealth
-from matrix_core.engine.offload import LOST, materialize, offload
+from matrix_core.engine.messages import ActorStats, AgentSpec
+from matrix_core.engine.offload import materialize, offload
 from matrix_core.engine.peers import Peers
 from matrix_core.engine.plugin_calls import contained
 from matrix_core.engine.telemetry import AgentTelemetry
@@ -28,55 +31,43 @@ from matrix_core.orchestrator import Orchestrator
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(num_cpus=0, max_concurrency=100_000)
 class AgentActor:
     """Runs one role's agent over the tasks delivered to it, and sends each result straight to the next actor."""
 
-    def __init__(
-        self,
-        role: str,
-        agent_target: str,
-        agent_config: dict[str, Any],
-        workflow_target: str,
-        workflow_config: dict[str, Any] | None,
-        backend_target: str,
-        backend_config: dict[str, Any],
-        run_config: dict[str, Any],
-    ) -> None:
-        actor_logs.capture(f"agent {role}")
-        agent_cls = import_target(agent_target)
-        workflow_cls = import_target(workflow_target)
-        backend_cls = import_target(backend_target)
-        self.role = role
-        self.config = build_config(agent_cls.config_schema, agent_config)
-        self.backend = backend_cls(build_config(backend_cls.config_schema, backend_config))
+    def __init__(self, spec: AgentSpec) -> None:
+        actor_logs.capture(f"agent {spec.role}")
+        agent_cls = import_target(spec.agent)
+        workflow_cls = import_target(spec.workflow)
+        backend_cls = import_target(spec.backend)
+        self.role = spec.role
+        self.config = build_config(agent_cls.config_schema, spec.agent_config)
+        self.backend = backend_cls(build_config(backend_cls.config_schema, spec.backend_config))
         context = AgentContext(
-            role=role,
+            role=spec.role,
             config=self.config,
-            workflow_config=build_config(workflow_cls.config_schema, workflow_config),
-            backends={role: self.backend},
-            logger=logging.getLogger(f"matrix.agent.{role}"),
+            workflow_config=build_config(workflow_cls.config_schema, spec.workflow_config),
+            backends={spec.role: self.backend},
+            logger=logging.getLogger(f"matrix.agent.{spec.role}"),
         )
         self.agent = agent_cls(context)
-        self.run_config = run_config
+        self.run = spec.run
         self.health = BackendHealth(self.backend)
-        self.backend_name = backend_config.get("base_url") or backend_config.get("endpoint") or backend_config["type"]
         # Unset, as many steps at once as the run can have tasks in flight: no per-actor limit below it.
-        self.max_workers = self.config.max_in_flight or run_config["max_concurrency"] * run_config["partitions"]
-        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=run_config["max_concurrency"])
+        self.max_workers = self.config.max_in_flight or spec.run.max_concurrency * spec.run.partitions
+        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=spec.run.max_concurrency)
         self.peers: Peers | None = None
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0
         self.idle_workers = 0
-        self.stats = {"steps": 0, "retries": 0, "errors": 0, "max_in_step": 0, "offloaded": 0, "tokens": 0}
-        self.telemetry = AgentTelemetry(role)
+        self.stats = ActorStats(backend=spec.backend_name)
+        self.telemetry = AgentTelemetry(spec.role)
         self._workers: list[asyncio.Task] = []
 
     async def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the peers and open the backend; workers start as tasks arrive, up to ``max_in_flight``."""
-        self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
+        self.peers = Peers.for_run(agents, policies, collectors, self.run)
         await self.backend.start()
 
     async def deliver(self, tasks: list[Orchestrator]) -> int:
@@ -100,21 +91,19 @@ class AgentActor:
         assert self.peers is not None
         return [*self.held, *self.peers.holding()]
 
-    def get_stats(self) -> dict[str, Any]:
-        """Steps run, retries, errors, tokens used, texts offloaded, tasks re-routed, most steps ever at once, and
-        this actor's warnings since the last call (``log``)."""
+    def get_stats(self) -> ActorStats:
+        """This actor's counters, its backend's state, and its warnings since the last call."""
         self.telemetry.flush()  # the driver asks often, and once more at the end: a cheap time to export metrics
-        # no peers yet: the run failed while this actor was still starting (another role's backend check failed)
         outage = self.health.outage
-        return {
-            **self.stats,
-            "rerouted": self.peers.rerouted if self.peers else 0,
-            "outages": self.health.outages,
-            "backend": self.backend_name,
-            "down_since": outage.since if outage else None,
-            "down_error": outage.error if outage else None,
-            "log": actor_logs.take(),
-        }
+        return dataclasses.replace(
+            self.stats,
+            # no peers yet: the run failed while this actor was still starting (another role's backend check failed)
+            rerouted=self.peers.rerouted if self.peers else 0,
+            outages=self.health.outages,
+            down_since=outage.since if outage else None,
+            down_error=outage.error if outage else None,
+            log=actor_logs.take(),
+        )
 
     def ping(self) -> bool:
         """Liveness probe."""
@@ -128,9 +117,8 @@ class AgentActor:
                 task = await self.inbox.get()
             finally:
                 self.idle_workers -= 1
-            set_current_task_id(task.id)  # in this worker's own context: backends may route by task (sticky)
             self.stepping += 1
-            self.stats["max_in_step"] = max(self.stats["max_in_step"], self.stepping)
+            self.stats.max_in_step = max(self.stats.max_in_step, self.stepping)
             try:
                 await self._advance(task)
             finally:
@@ -146,22 +134,21 @@ class AgentActor:
             await materialize(task)
         except ObjectLostError:
             # the actor that stored this history died: the collector starts the task again from its row
-            task.status = LOST
-            self.peers.send_to_collector(task)
+            await self.peers.restart(task)
             return
         prompt_before, completion_before, started = task.prompt_tokens, task.completion_tokens, time.monotonic()
         try:
             task = await self._step(task)
             task.hops += 1
             prompt, completion = task.prompt_tokens - prompt_before, task.completion_tokens - completion_before
-            self.stats["tokens"] += prompt + completion
+            self.stats.tokens += prompt + completion
             self.telemetry.step(time.monotonic() - started, prompt, completion)
-            self.stats["offloaded"] += offload(task, self.run_config["offload_threshold_bytes"])
+            self.stats.offloaded += offload(task, self.run.offload_threshold_bytes)
         except Exception as error:  # the engine failed this one task: it ends, the run goes on
             logger.exception("task %s: %s failed outside its step", task.id, self.role)
             task.finish("error", f"engine: {type(error).__name__}: {error}")
         self.peers.send(task)
-        self.stats["steps"] += 1
+        self.stats.steps += 1
 
     async def _step(self, task: Orchestrator) -> Orchestrator:
         """Run the agent's step, retrying with exponential backoff and jitter (at least as long as the server's
@@ -176,11 +163,11 @@ class AgentActor:
                 if isinstance(error, BackendError) and error.unavailable and await self.health.check(error):
                     continue
                 retryable = not isinstance(error, MatrixError) or error.retryable
-                if retryable and attempt < self.run_config["max_retries"]:
+                if retryable and attempt < self.run.max_retries:
                     attempt += 1
-                    self.stats["retries"] += 1
+                    self.stats.retries += 1
                     self.telemetry.retry()
-                    delay = self.run_config["retry_backoff_s"] * 2 ** (attempt - 1) * (0.5 + random.random())
+                    delay = self.run.retry_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
                     delay = max(delay, getattr(error, "retry_after_s", None) or 0.0)
                     logger.debug("task %s: %s step failed (%r), retry %d", task.id, self.role, error, attempt)
                     await asyncio.sleep(delay)
@@ -188,7 +175,7 @@ class AgentActor:
                 logger.warning("task %s: %s step failed (%d retries): %r", task.id, self.role, attempt, error)
                 status, reason = _outcome(error)
                 contained(task, "step_failed", None, self.role, status, reason)
-                self.stats["errors"] += 1
+                self.stats.errors += 1
                 self.telemetry.error()
                 return task
 

@@ -1,5 +1,7 @@
 """Admission and completion for one partition of the input: the only part of the engine that sees whole tasks
-start and end, and never one in between."""
+start and end, and never one in between.
+
+A plain class: the driver makes it a Ray actor where it creates it (:mod:`matrix_core.engine.run`)."""
 
 from __future__ import annotations
 
@@ -9,24 +11,23 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import ray
 from ray.exceptions import ObjectLostError, RayTaskError
 
-from matrix_core.config import InputConfig
+from matrix_core.config import InputConfig, RunConfig
 from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
-from matrix_core.engine.inputs import BadRow, Row, read_rows
-from matrix_core.engine.offload import LOST, materialize, release
+from matrix_core.engine.inputs import Row, read_rows
+from matrix_core.engine.messages import PartitionCounts, TaskSummary
+from matrix_core.engine.offload import materialize, release
 from matrix_core.engine.peers import Peers
 from matrix_core.engine.plugin_calls import PluginFault, contained, fail, guarded
 from matrix_core.engine.telemetry import CollectorTelemetry
-from matrix_core.errors import MatrixError
+from matrix_core.errors import BadRowError, MatrixError
 from matrix_core.orchestrator import Orchestrator
 
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(num_cpus=0, max_concurrency=100_000)
 class Collector:
     """Streams its partition of the input, keeps at most ``run.max_concurrency`` tasks in flight, hands finished
     tasks to the writer, and re-admits the tasks a dead actor took with it."""
@@ -36,18 +37,18 @@ class Collector:
         partition: int,
         workflow_target: str,
         workflow_config: dict[str, Any] | None,
-        input_config: dict[str, Any],
-        run_config: dict[str, Any],
+        input_config: InputConfig,
+        run: RunConfig,
         writer: Any,
     ) -> None:
         actor_logs.capture(f"collector {partition}")
         self.partition = partition
         self.workflow = import_target(workflow_target)
         self.workflow_config = build_config(self.workflow.config_schema, workflow_config)
-        self.input_config = InputConfig(**input_config)
-        self.run_config = run_config
+        self.input_config = input_config
+        self.run = run
         self.writer = writer
-        self.slots = asyncio.Semaphore(run_config["max_concurrency"])
+        self.slots = asyncio.Semaphore(run.max_concurrency)
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
         self.telemetry = CollectorTelemetry(partition)
@@ -55,7 +56,7 @@ class Collector:
         self._idle = asyncio.Event()
         self.admitting = asyncio.Event()
         self.admitting.set()
-        self._outgoing: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+        self._outgoing: list[tuple[dict[str, Any] | None, TaskSummary]] = []
         self._flusher: asyncio.Task | None = None
         self.write_failed: BaseException | None = None
         """The writer's error once a write failed: nothing more is admitted, and :meth:`run` raises it."""
@@ -64,15 +65,15 @@ class Collector:
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
         """Learn the agent actors to admit tasks to."""
-        self.peers = Peers.for_run(agents, policies, collectors, self.run_config)
+        self.peers = Peers.for_run(agents, policies, collectors, self.run)
 
-    async def run(self, finished: set[str]) -> dict[str, int]:
+    async def admit_all(self, finished: set[str]) -> PartitionCounts:
         """Admit every task of this partition's rows (the workflow's ``expand_row``) whose id is not in
         ``finished``; return once all have ended."""
         assert self.peers is not None
-        partitions, limit = self.run_config["partitions"], self.run_config["limit"]
+        partitions, limit = self.run.partitions, self.run.limit
         first_seen: dict[str, str] = {}
-        counts = {"admitted": 0, "skipped": 0, "peak_in_flight": 0}
+        admitted = skipped = peak_in_flight = 0
         rows = read_rows(self.input_config, on_rejected=self._rejected)
         for index, row in enumerate(rows):
             if limit is not None and index >= limit:
@@ -82,7 +83,7 @@ class Collector:
                 continue
             try:
                 tasks = guarded(self.workflow, "expand_row", row.id, row.data, self.workflow_config)
-            except BadRow as error:
+            except BadRowError as error:
                 if mine:  # another partition's row is that partition's to report
                     self._bad_row(row, error)
                 continue
@@ -93,13 +94,13 @@ class Collector:
             if self.partition == 0:  # every partition reads every row: one checks all their ids, one holds them
                 for task_id, _ in tasks:
                     if task_id in first_seen:
-                        raise BadRow(f"{row.where}: duplicate id {task_id!r} (first at {first_seen[task_id]})")
+                        raise BadRowError(f"{row.where}: duplicate id {task_id!r} (first at {first_seen[task_id]})")
                     first_seen[task_id] = row.where
             if not mine:
                 continue
             for task_id, data in tasks:
                 if task_id in finished:
-                    counts["skipped"] += 1
+                    skipped += 1
                     continue
                 await self.admitting.wait()  # paused while a backend is down
                 await self.slots.acquire()
@@ -107,14 +108,14 @@ class Collector:
                     raise self.write_failed
                 try:
                     self._admit(task_id, data)
-                except BadRow as error:
+                except BadRowError as error:
                     self.slots.release()
                     self._bad_row(row, error)
                     break  # the row is rejected once, its other tasks with it
-                counts["admitted"] += 1
+                admitted += 1
                 self.telemetry.admitted()
-                counts["peak_in_flight"] = max(counts["peak_in_flight"], len(self.in_flight))
-                if counts["admitted"] % 256 == 0:
+                peak_in_flight = max(peak_in_flight, len(self.in_flight))
+                if admitted % 256 == 0:
                     await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
         while self.in_flight and self.write_failed is None:
             self._idle.clear()
@@ -124,13 +125,13 @@ class Collector:
         await self._flush()
         if self.write_failed is not None:
             raise self.write_failed
-        return {**counts, "readmitted": self.readmitted}
+        return PartitionCounts(admitted, skipped, self.readmitted, peak_in_flight)
 
-    def _bad_row(self, row: Row, error: BadRow) -> None:
+    def _bad_row(self, row: Row, error: BadRowError) -> None:
         """The workflow cannot use a field of ``row``: stop the run naming its file and line or, with
         ``skip_bad_rows``, note it as rejected (only the row's own partition calls this)."""
         if not self.input_config.skip_bad_rows:
-            raise BadRow(f"{row.where}: {error}", hint=error.hint) from None
+            raise BadRowError(f"{row.where}: {error}", hint=error.hint) from None
         self.writer.reject.remote({"where": row.where, "error": str(error)})
 
     def _admit(self, task_id: str, row: dict[str, Any]) -> None:
@@ -148,7 +149,7 @@ class Collector:
             return
         self.in_flight[task_id] = row
         task.partition = self.partition
-        task.seed = zlib.crc32(f"{self.run_config['seed']}:{task_id}".encode())
+        task.seed = zlib.crc32(f"{self.run.seed}:{task_id}".encode())
         try:
             first = guarded(task, "next_role")
         except PluginFault as fault:
@@ -159,38 +160,43 @@ class Collector:
             raise TypeError(f"{self.workflow.__qualname__}.from_row made a task that is already done")
         self.peers.send(task)
 
-    async def deliver(self, tasks: list[Orchestrator]) -> int:
+    async def deliver(self, tasks: list[Orchestrator]) -> None:
         """Receive finished tasks from agents; a task already completed (re-admitted twice) is ignored."""
         for task in tasks:
             if task.id not in self.in_flight:
                 continue  # finished already: this is a second delivery after a re-admission
             try:
                 await materialize(task)
-            except ObjectLostError:
-                task.status = LOST
-            if task.status == LOST:
-                self._admit(task.id, self.in_flight[task.id])
-                self.readmitted += 1
+            except ObjectLostError:  # its history died with the actor that stored it
+                self.restart(task.id)
                 continue
             del self.in_flight[task.id]
             # a hook that raises ends the task as error; to_record last, so that its record says so
             metrics = contained(task, "metrics", {})
             keep = contained(task, "keep", True)
             record = contained(task, "to_record", None) if keep else None
+            summary = TaskSummary(
+                task.id, task.status, task.reason, task.prompt_tokens, task.completion_tokens, task.hops, metrics
+            )
             if keep and record is None:
-                record = _minimal_record(task.id, task.status, task.reason)
-            self._outgoing.append((record, _summary(task, metrics)))
+                record = summary.minimal_record()
+            self._outgoing.append((record, summary))
             release(task)
             self.slots.release()
         self._start_flush()
         if not self.in_flight:
             self._idle.set()
-        return 0
+
+    def restart(self, task_id: str) -> None:
+        """Start an in-flight task again from its row: its history was lost with an actor that died."""
+        if task_id in self.in_flight:
+            self._admit(task_id, self.in_flight[task_id])
+            self.readmitted += 1
 
     def _end_unstarted(self, task_id: str, reason: str) -> None:
         """Record ``task_id`` as ``error`` with ``reason``: the workflow raised before the task could start."""
-        summary = {"id": task_id, "status": "error", "reason": reason, "prompt_tokens": 0, "completion_tokens": 0}
-        self._outgoing.append((_minimal_record(task_id, "error", reason), {**summary, "hops": 0, "metrics": {}}))
+        summary = TaskSummary(task_id, "error", reason)
+        self._outgoing.append((summary.minimal_record(), summary))
         self._start_flush()
 
     def _start_flush(self) -> None:
@@ -251,21 +257,3 @@ class Collector:
         if lost:
             logger.warning("partition %d: re-admitted %d task(s) lost with a dead actor", self.partition, len(lost))
         return len(lost)
-
-
-def _minimal_record(task_id: str, status: str | None, reason: str) -> dict[str, Any]:
-    """The record of a task whose own ``to_record`` could not make one."""
-    return {"id": task_id, "status": status, "reason": reason}
-
-
-def _summary(task: Orchestrator, metrics: dict[str, float]) -> dict[str, Any]:
-    """What the writer counts of a finished task."""
-    return {
-        "id": task.id,
-        "status": task.status,
-        "reason": task.reason,
-        "prompt_tokens": task.prompt_tokens,
-        "completion_tokens": task.completion_tokens,
-        "hops": task.hops,
-        "metrics": metrics,
-    }

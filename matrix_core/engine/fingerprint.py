@@ -22,9 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from matrix_core.config import InputConfig, is_secret, redact
 from matrix_core.engine.inputs import input_files
-from matrix_core.engine.writer import companion
 from matrix_core.errors import MatrixError
-from matrix_core.sinks.base import replace_atomically
+from matrix_core.sinks.base import companion, replace_atomically
 
 UNTRACKED = (
     "run.*",

@@ -7,7 +7,7 @@ by line (``.zst`` files decompressed as a stream), parquet and Arrow by record b
 memory of one batch. ``input.id_key`` may be a dotted path into nested fields (``metadata.WARC-Record-ID``).
 
 A row that cannot be a task (not JSON, not an object, an id of the wrong type, nested deeper than
-:data:`MAX_DEPTH`, not UTF-8 text) is a :class:`BadRow`, which ``input.skip_bad_rows`` skips. A file that cannot be
+:data:`MAX_DEPTH`, not UTF-8 text) is a :class:`BadRowError`, which ``input.skip_bad_rows`` skips. A file that cannot be
 read to its end (a truncated ``.zst``, a corrupt parquet page) stops the read with a :class:`MatrixError` naming the
 file, even with ``input.skip_bad_rows``: the rows it loses cannot be named one by one.
 """
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from matrix_core.config import InputConfig
-from matrix_core.errors import ConfigError, MatrixError
+from matrix_core.errors import BadRowError, ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ class Row:
     where: str
 
 
-class BadRow(MatrixError):
-    """A malformed input row, named by file and line (or row)."""
-
-
 @dataclass(frozen=True)
 class _Record:
     """A record as read, before it is checked: ``error`` says why it could not be parsed."""
@@ -76,7 +72,7 @@ class _Record:
 def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Row]:
     """Stream the rows of ``config.path`` with their ids.
 
-    A missing input or an unknown format fails here, before any row is read. A malformed row raises :class:`BadRow`
+    A missing input or an unknown format fails here, before any row is read. A malformed row raises :class:`BadRowError`
     while iterating, or, with ``config.skip_bad_rows``, is passed to ``on_rejected`` as ``{"where", "error",
     "line"}`` (``line`` for jsonl only) and skipped. A file that cannot be read to its end raises a
     :class:`MatrixError` naming it, even with ``skip_bad_rows``. Duplicate ids are the caller's to detect.
@@ -156,7 +152,7 @@ def _rows(
                     entry["line"] = record.line.decode("utf-8", "replace").rstrip("\r\n")
                 on_rejected(entry)
             else:
-                raise BadRow(f"{record.where}: {error}")
+                raise BadRowError(f"{record.where}: {error}")
 
 
 def _problem(value: Any, id_key: str) -> str | None:

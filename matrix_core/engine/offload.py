@@ -8,10 +8,6 @@ import ray
 
 from matrix_core.orchestrator import Orchestrator
 
-LOST = "lost"
-"""Engine-internal status of a task whose offloaded history died with the actor that stored it: its collector
-admits it again from its row. Never written to the output."""
-
 
 def offload(task: Orchestrator, threshold_bytes: int) -> int:
     """Move every history text longer than ``threshold_bytes`` to the object store (once per turn); returns how

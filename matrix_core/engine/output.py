@@ -8,11 +8,7 @@ import time
 from pathlib import Path
 
 from matrix_core.errors import OutputError
-
-
-def companion(output: Path, name: str) -> Path:
-    """``out.jsonl`` -> ``out.<name>``: the files written beside the output."""
-    return output.with_name(f"{output.name.removesuffix(output.suffix)}.{name}")
+from matrix_core.sinks.base import companion
 
 
 def check_writable(output: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
+from matrix_core.config import RunConfig
 from matrix_core.engine.plugin_calls import contained, fail, hook_name
 from matrix_core.engine.routing import Router
 from matrix_core.orchestrator import DONE, Orchestrator
@@ -43,7 +44,7 @@ class Peers:
         """Tasks re-sent because their receiver died before accepting them."""
         self._batches: dict[Any, list[Orchestrator]] = {}
         self._in_transit: dict[str, int] = {}
-        self._flushes: set[asyncio.Task] = set()
+        self._flushes: set[asyncio.Task] = set()  # asyncio keeps only weak references to running tasks
 
     @classmethod
     def for_run(
@@ -51,10 +52,10 @@ class Peers:
         agents: Mapping[str, Sequence[Any]],
         policies: Mapping[str, str],
         collectors: Sequence[Any],
-        run_config: Mapping[str, Any],
+        run: RunConfig,
     ) -> Peers:
         """Peers coalescing as ``run.coalesce`` and ``run.coalesce_window_ms`` say."""
-        return cls(agents, policies, collectors, run_config["coalesce_window_ms"] / 1000, run_config["coalesce"])
+        return cls(agents, policies, collectors, run.coalesce_window_ms / 1000, run.coalesce)
 
     def send(self, task: Orchestrator) -> None:
         """Queue ``task`` for its next role (or its collector when done); returns at once. A ``next_role()`` that
@@ -76,6 +77,11 @@ class Peers:
         """Queue ``task`` for its partition's collector, whatever its next role."""
         self._queue(self.collectors[task.partition], None, task)
 
+    async def restart(self, task: Orchestrator) -> None:
+        """Have ``task``'s collector start it again from its row (its history was lost with an actor that died);
+        returns once the collector has it."""
+        await self.collectors[task.partition].restart.remote(task.id)
+
     def holding(self) -> list[str]:
         """Ids of tasks sent but not yet accepted by their receiver."""
         return list(self._in_transit)
@@ -84,11 +90,6 @@ class Peers:
         """Switch to a new set of agent actors (after one died and was replaced)."""
         for role, handles in agents.items():
             self.routers[role].replace(handles)
-
-    async def drain(self) -> None:
-        """Wait until every queued send has been accepted."""
-        while self._flushes:
-            await asyncio.gather(*list(self._flushes))
 
     def _queue(self, handle: Any, slot: tuple[str, int] | None, task: Orchestrator) -> None:
         self._in_transit[task.id] = self._in_transit.get(task.id, 0) + 1

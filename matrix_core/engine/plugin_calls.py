@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from matrix_core.engine.inputs import BadRow
+from matrix_core.errors import BadRowError
 from matrix_core.orchestrator import Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class PluginFault(Exception):
 
 
 def hook_name(owner: Any, hook: str) -> str:
-    """``coral.CoralTask.to_record``: the plugin's package (without ``matrix_``), the class and the hook."""
+    """``coral.CoralOrchestrator.to_record``: the plugin's package (without ``matrix_``), the class and the hook."""
     cls = owner if isinstance(owner, type) else type(owner)
     package = cls.__module__.partition(".")[0].removeprefix("matrix_")
     return f"{package}.{cls.__qualname__}.{hook}"
@@ -31,11 +31,11 @@ def hook_name(owner: Any, hook: str) -> str:
 
 def guarded(owner: Any, hook: str, *args: Any, log: bool = True) -> Any:
     """``owner.<hook>(*args)``, any exception raised as a :class:`PluginFault` (and logged, with its traceback,
-    unless ``log`` is false: the caller says it); a :class:`BadRow` (the row's own fault, reported as bad input)
+    unless ``log`` is false: the caller says it); a :class:`BadRowError` (the row's own fault, reported as bad input)
     passes unchanged."""
     try:
         return getattr(owner, hook)(*args)
-    except BadRow:
+    except BadRowError:
         raise
     except Exception as error:  # plugin code: its bug is the task's outcome, logged with its traceback
         reason = f"engine: {hook_name(owner, hook)} raised {type(error).__name__}: {error}"

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from matrix_core.cluster.connect import RayTarget
-from matrix_core.config import InputConfig, ResolvedConfig
+from matrix_core.config import InputConfig, ResolvedConfig, RunConfig
 from matrix_core.engine import fingerprint
 from matrix_core.engine.actor_logs import ActorLogLine, LogRelay
 from matrix_core.engine.actors import AgentActor
@@ -21,17 +21,26 @@ from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
 from matrix_core.engine.inputs import read_rows
+from matrix_core.engine.messages import ActorStats, AgentSpec, PartitionCounts
 from matrix_core.engine.output import OutputLock, check_writable
 from matrix_core.engine.progress import ProgressDisplay
-from matrix_core.engine.writer import Writer, companion
+from matrix_core.engine.writer import Writer
 from matrix_core.errors import ConfigError, MatrixError, UsageError
+from matrix_core.metrics import CapReport, EngineCounters, RunMetrics
 from matrix_core.registry import Registry
+from matrix_core.sinks.base import companion
 from matrix_core.sinks.jsonl import JsonlSink
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
 LIVENESS_EVERY_S = 2.0
+
+# The engine's classes are plain (unit-tested without Ray); here, where the run creates them, they become actors.
+# Agents and collectors serve many tasks at once on their event loops; the writer takes one call at a time.
+RemoteAgent = ray.remote(num_cpus=0, max_concurrency=100_000)(AgentActor)
+RemoteCollector = ray.remote(num_cpus=0, max_concurrency=100_000)(Collector)
+RemoteWriter = ray.remote(num_cpus=0, max_concurrency=1)(Writer)
 
 
 class RunInterrupted(MatrixError):
@@ -78,7 +87,7 @@ def _has_records(resolved: ResolvedConfig, registry: Registry) -> bool:
     )
 
 
-def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTarget | None = None) -> dict[str, Any]:
+def run_workflow(resolved: ResolvedConfig, registry: Registry, ray_target: RayTarget | None = None) -> RunMetrics:
     """Run ``resolved`` to the end and return its metrics (also written to ``<stem>.metrics.json``), on
     ``ray_target`` (default: a private local Ray started and stopped by this run) unless Ray is already up. This
     process holds the output's lock (``<stem>.lock``) until it returns: one output, one run."""
@@ -105,8 +114,8 @@ class _Run:
         self.workflow_config = (
             OmegaConf.to_container(config[orchestrator.config_key], resolve=True) if orchestrator.config_key else None
         )
-        self.run_config = OmegaConf.to_container(config.run, resolve=True)
-        self.agent_specs = {}
+        self.run_config: RunConfig = OmegaConf.to_object(config.run)
+        self.agent_specs: dict[str, AgentSpec] = {}
         for role, agent_name in orchestrator.roles.items():
             agent = registry.get("agents", agent_name)
             backend_config = resolved.role_backends[role]
@@ -121,45 +130,45 @@ class _Run:
                 if config.agents[role].backend and str(error).startswith("backend."):  # name the role's own section
                     raise ConfigError(f"agents.{role}.{error}", hint=error.hint) from None
                 raise
-            self.agent_specs[role] = {
-                "role": role,
-                "agent_target": agent.target,
-                "agent_config": agent_config,
-                "workflow_target": self.workflow.target,
-                "workflow_config": self.workflow_config,
-                "backend_target": backend.target,
-                "backend_config": backend_values,
-                "run_config": self.run_config,
-            }
+            self.agent_specs[role] = AgentSpec(
+                role=role,
+                agent=agent.target,
+                agent_config=agent_config,
+                workflow=self.workflow.target,
+                workflow_config=self.workflow_config,
+                backend=backend.target,
+                backend_config=backend_values,
+                run=self.run_config,
+            )
         self.policies = {role: config.agents[role].routing.value for role in orchestrator.roles}
         self.caps = caps(config, resolved.role_backends)
         self.paused_since: float | None = None
         self.paused_s = 0.0
         self.outages = 0
         self.sink_target = registry.get("sinks", config.output.sink).target
-        input_config = OmegaConf.to_container(config.input, resolve=True)
-        if input_config["path"] is not None:  # actors may not share this process's working directory
-            input_config["path"] = str(Path(input_config["path"]).expanduser().absolute())
-        read_rows(InputConfig(**input_config))  # a missing input or unknown format fails now, before Ray starts
+        input_config: InputConfig = OmegaConf.to_object(config.input)
+        if input_config.path is not None:  # actors may not share this process's working directory
+            input_config.path = str(Path(input_config.path).expanduser().absolute())
+        read_rows(input_config)  # a missing input or unknown format fails now, before Ray starts
         self.input_config = input_config
 
-    def execute(self) -> dict[str, Any]:
+    def execute(self) -> RunMetrics:
         config = self.config
         output = str(Path(config.output.path).expanduser().absolute())
-        writer = Writer.remote(self.sink_target, output, config.output.fsync_interval_s)
+        writer = RemoteWriter.remote(self.sink_target, output, config.output.fsync_interval_s)
         agents: dict[str, list[Any]] = {}
         collectors: list[Any] = []
-        counts: list[dict[str, int]] = []
+        counts: list[PartitionCounts] = []
         display = None
         started = time.monotonic()
         try:
             finished = ray.get(writer.finished_ids.remote(config.run.retry_errors)) if config.run.resume else set()
             agents = {
-                role: [AgentActor.remote(**spec) for _ in range(config.agents[role].replicas)]
+                role: [RemoteAgent.remote(spec) for _ in range(config.agents[role].replicas)]
                 for role, spec in self.agent_specs.items()
             }
             collectors = [
-                Collector.remote(
+                RemoteCollector.remote(
                     p, self.workflow.target, self.workflow_config, self.input_config, self.run_config, writer
                 )
                 for p in range(config.run.partitions)
@@ -168,7 +177,7 @@ class _Run:
             ray.get([peer.start.remote(agents, self.policies, collectors) for peer in everyone])
             finished_ref = ray.put(finished)
             started = time.monotonic()  # from here on tasks flow: the run's own time, without actor start-up
-            runs = [collector.run.remote(finished_ref) for collector in collectors]
+            runs = [collector.admit_all.remote(finished_ref) for collector in collectors]
             display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
             for cap in self.caps:
                 display.note(f"cap: {cap}")
@@ -202,36 +211,32 @@ class _Run:
                     ray.kill(handle)
         return metrics
 
-    def _close(self, writer: Any, agents: dict[str, list[Any]], counts: list[dict[str, int]], started: float) -> Any:
+    def _close(
+        self, writer: Any, agents: dict[str, list[Any]], counts: list[PartitionCounts], started: float
+    ) -> RunMetrics:
         """Close the writer, which writes the metrics file, adding the engine's own counters."""
         stats = {role: _stats_of_live(handles) for role, handles in agents.items()}
         every = [s for role_stats in stats.values() for s in role_stats]
-        most_at_once = {role: max((s["max_in_step"] for s in each), default=0) for role, each in stats.items()}
+        most_at_once = {role: max((s.max_in_step for s in each), default=0) for role, each in stats.items()}
         if self.paused_since is not None:
             self.paused_s += time.monotonic() - self.paused_since
-        engine = {
-            "admitted": sum(c["admitted"] for c in counts),
-            "skipped_finished": sum(c["skipped"] for c in counts),
-            "readmitted": sum(c["readmitted"] for c in counts),
-            "peak_in_flight": max((c["peak_in_flight"] for c in counts), default=0),
-            "retries": sum(s["retries"] for s in every),
-            "rerouted": sum(s["rerouted"] for s in every),
-            "offloaded_texts": sum(s["offloaded"] for s in every),
-            "most_steps_at_once": most_at_once,
-            "caps": [
-                {
-                    "role": cap.role,
-                    "setting": cap.setting,
-                    "limit": cap.limit,
-                    "asked": cap.asked,
-                    "reached": cap.reached(most_at_once.get(cap.role, 0)),
-                }
+        engine = EngineCounters(
+            admitted=sum(c.admitted for c in counts),
+            skipped_finished=sum(c.skipped_finished for c in counts),
+            readmitted=sum(c.readmitted for c in counts),
+            peak_in_flight=max((c.peak_in_flight for c in counts), default=0),
+            retries=sum(s.retries for s in every),
+            rerouted=sum(s.rerouted for s in every),
+            offloaded_texts=sum(s.offloaded for s in every),
+            most_steps_at_once=most_at_once,
+            caps=[
+                CapReport(cap.role, cap.setting, cap.limit, cap.asked, cap.reached(most_at_once.get(cap.role, 0)))
                 for cap in self.caps
             ],
-            "backend_outages": self.outages,
-            "paused_s": round(self.paused_s, 3),
-            "flow_time_s": round(time.monotonic() - started, 3),
-        }
+            backend_outages=self.outages,
+            paused_s=round(self.paused_s, 3),
+            flow_time_s=round(time.monotonic() - started, 3),
+        )
         return ray.get(writer.close.remote(engine))
 
     def _wait(
@@ -241,7 +246,7 @@ class _Run:
         collectors: list[Any],
         writer: Any,
         display: ProgressDisplay,
-    ) -> list[dict[str, int]]:
+    ) -> list[PartitionCounts]:
         """Show progress and actors' warnings, and replace dead actors until every collector is done; a failed
         collector (bad input) raises at once, and so does a run that stopped making progress."""
         pending = list(runs)
@@ -256,12 +261,12 @@ class _Run:
                 stats = _stats_of_live([a for h in agents.values() for a in h])
                 logs.relay(_logs_of(stats, collectors))
                 # tokens as agents use them, not only once their tasks finish: long conversations show progress too
-                progress["tokens"] = sum(s["tokens"] for s in stats)
+                progress["tokens"] = sum(s.tokens for s in stats)
                 self._watch_backends(stats, collectors, display)
                 in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
                 display.update(progress, in_flight)
                 # a run paused for a backend outage is not stalled: run.outage_timeout_s watches that
-                seen = (progress["done"], sum(s["steps"] for s in stats))
+                seen = (progress["done"], sum(s.steps for s in stats))
                 if seen != progress_seen or self.paused_since is not None:
                     progress_seen, progress_at = seen, time.monotonic()
                 self._watch_stall(time.monotonic() - progress_at, agents, collectors)
@@ -285,17 +290,17 @@ class _Run:
             "(run.stall_timeout_s sets how long a run may make no progress; 0 never stops it)",
         )
 
-    def _watch_backends(self, stats: list[dict[str, Any]], collectors: list[Any], display: ProgressDisplay) -> None:
+    def _watch_backends(self, stats: list[ActorStats], collectors: list[Any], display: ProgressDisplay) -> None:
         """Pause admission while any actor's backend is down, resume it once all answer, and stop the run when
         one stayed down past ``run.outage_timeout_s``."""
-        down = sorted((s for s in stats if s["down_since"] is not None), key=lambda s: s["down_since"])
+        down = sorted((s for s in stats if s.down_since is not None), key=lambda s: s.down_since or 0.0)
         timeout = self.config.run.outage_timeout_s
         if down and self.paused_since is None:
             self.paused_since = time.monotonic()
             self.outages += 1
             ray.get([collector.pause.remote() for collector in collectors])
             display.note(
-                f"backend {down[0]['backend']} does not answer ({down[0]['down_error']}): admission paused, "
+                f"backend {down[0].backend} does not answer ({down[0].down_error}): admission paused, "
                 f"steps wait for it (at most run.outage_timeout_s={timeout:g}s)"
             )
         elif not down and self.paused_since is not None:
@@ -303,10 +308,9 @@ class _Run:
             self.paused_since = None
             ray.get([collector.resume.remote() for collector in collectors])
             display.note("backend answers again: admission resumed")
-        if down and time.time() - down[0]["down_since"] >= timeout:
+        if down and time.time() - (down[0].down_since or 0.0) >= timeout:
             raise BackendOutage(
-                f"backend {down[0]['backend']} answered nothing for {timeout:g}s ({down[0]['down_error']}); "
-                "the run stopped",
+                f"backend {down[0].backend} answered nothing for {timeout:g}s ({down[0].down_error}); the run stopped",
                 hint="the output is valid: run again with --resume once the backend is back",
             )
 
@@ -317,7 +321,7 @@ class _Run:
             for index, alive in enumerate(_liveness(handles)):
                 if not alive:
                     logger.warning("an actor of role %r died; starting a replacement", role)
-                    handles[index] = AgentActor.remote(**self.agent_specs[role])
+                    handles[index] = RemoteAgent.remote(self.agent_specs[role])
                     new.append(handles[index])
         if not new:
             return
@@ -330,9 +334,9 @@ class _Run:
         ray.get([collector.readmit.remote(held) for collector in collectors])
 
 
-def _logs_of(stats: list[dict[str, Any]], collectors: list[Any]) -> list[ActorLogLine]:
+def _logs_of(stats: list[ActorStats], collectors: list[Any]) -> list[ActorLogLine]:
     """The warnings the agents sent with their stats, and the collectors' own."""
-    lines = [line for s in stats for line in s["log"]]
+    lines = [line for s in stats for line in s.log]
     for taken in ray.get([collector.take_logs.remote() for collector in collectors]):
         lines.extend(taken)
     return lines
@@ -363,7 +367,7 @@ def _count_held(handle: Any) -> int | str:
         return "no answer"
 
 
-def _stats_of_live(handles: list[Any]) -> list[dict[str, int]]:
+def _stats_of_live(handles: list[Any]) -> list[ActorStats]:
     """``get_stats()`` of every agent actor still alive (a dead one's counters died with it)."""
     stats = []
     for ref in [handle.get_stats.remote() for handle in handles]:

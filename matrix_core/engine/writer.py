@@ -1,7 +1,10 @@
-"""The one owner of the output: records written exactly once, dropped and rejected rows noted, metrics counted."""
+"""The one owner of the output: records written exactly once, dropped and rejected rows noted, metrics counted.
+
+A plain class: the driver makes it a Ray actor where it creates it (:mod:`matrix_core.engine.run`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -10,23 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from matrix_core.engine.components import import_target
-from matrix_core.engine.output import OutputLock, companion
+from matrix_core.engine.messages import TaskSummary
+from matrix_core.engine.output import OutputLock
 from matrix_core.engine.telemetry import WriterTelemetry
 from matrix_core.errors import MatrixError, OutputError
+from matrix_core.metrics import EngineCounters, RunMetrics
 from matrix_core.redaction import redact
-from matrix_core.sinks.base import Sink, replace_atomically
+from matrix_core.sinks.base import Sink, companion, replace_atomically
 from matrix_core.sinks.jsonl import JsonlSink
-
-__all__ = ["Writer", "companion"]
 
 WAIT_FOR_OLD_WRITER_S = 60.0
 """How long a writer waits for the writer of a run whose driver was killed (Ray ends it within seconds)."""
 
 
-@ray.remote(num_cpus=0, max_concurrency=1)
 class Writer:
     """Appends one record per finished task to the sink and drops duplicates, so that delivery inside the engine
     may repeat (after an actor died) while the output holds every id once.
@@ -69,33 +69,34 @@ class Writer:
         self.written = set(self.sink.finished_ids()) | set(self.dropped.finished_ids())
         return self.written
 
-    def write(self, batch: list[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
+    def write(self, batch: list[tuple[dict[str, Any] | None, TaskSummary]]) -> None:
         """Write each ``(record or None, summary)``; a repeated id is dropped. A record JSON cannot encode ends its
         task ``error``: the minimal ``{id, status, reason}`` record is written in its place."""
         if self.failed is not None:
             raise self.failed
         for record, summary in batch:
-            if summary["id"] in self.written:
+            if summary.id in self.written:
                 self.duplicates += 1
                 continue
             if record is not None:
                 summary = self._append(self.sink, record, summary)
             else:
-                summary = self._append(self.dropped, _minimal(summary), summary)
-            self.written.add(summary["id"])
+                summary = self._append(self.dropped, summary.minimal_record(), summary)
+            self.written.add(summary.id)
             self._count(summary)
         self._sync_if_due()
 
-    def _append(self, records: Sink, record: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    def _append(self, records: Sink, record: dict[str, Any], summary: TaskSummary) -> TaskSummary:
         """Append ``record`` to ``records``; returns the task's summary, made ``error`` if the record was replaced."""
         try:
             with self._writing(records.path):
                 records.write(record)
             return summary
         except (TypeError, ValueError) as error:  # json.dumps: a set, a lone surrogate, ...
-            summary = {**summary, "status": "error", "reason": f"the record cannot be encoded as JSON: {error}"}
+            reason = f"the record cannot be encoded as JSON: {error}"
+            summary = dataclasses.replace(summary, status="error", reason=reason)
             with self._writing(records.path):
-                records.write(_minimal(summary))
+                records.write(summary.minimal_record())
             return summary
 
     @contextmanager
@@ -121,14 +122,14 @@ class Writer:
                 records.sync()
         self.synced = time.monotonic()
 
-    def _count(self, summary: dict[str, Any]) -> None:
-        status = summary["status"]
+    def _count(self, summary: TaskSummary) -> None:
+        status = summary.status
         self.counts[status] += 1
-        self.reasons[f"{status}:{summary['reason']}" if summary["reason"] else status] += 1
-        self.tokens["prompt"] += summary["prompt_tokens"]
-        self.tokens["completion"] += summary["completion_tokens"]
-        self.hops += summary["hops"]
-        self.workflow_sums.update(summary["metrics"])
+        self.reasons[f"{status}:{summary.reason}" if summary.reason else status] += 1
+        self.tokens["prompt"] += summary.prompt_tokens
+        self.tokens["completion"] += summary.completion_tokens
+        self.hops += summary.hops
+        self.workflow_sums.update(summary.metrics)
         self.telemetry.finished(status)
 
     def reject(self, entry: dict[str, Any]) -> None:
@@ -148,11 +149,11 @@ class Writer:
             "elapsed_s": time.monotonic() - self.started,
         }
 
-    def close(self, extra: dict[str, Any]) -> dict[str, Any]:
+    def close(self, engine: EngineCounters) -> RunMetrics:
         """Close every file (on disk) and write ``<stem>.metrics.json`` atomically; returns the metrics, or raises
         the first error after trying every file."""
         self.telemetry.flush()
-        first: MatrixError | None = None
+        first: MatrixError | None = self.failed  # a write failed earlier: the run stops with that error
         for records in (self.sink, self.dropped, self.rejected):
             try:
                 with self._writing(records.path):
@@ -163,34 +164,30 @@ class Writer:
         done = sum(self.counts.values())
         completion = self.tokens["completion"]
         total_tokens = self.tokens["prompt"] + completion
-        result = {
-            "tasks": done,
-            "status": dict(self.counts),
-            "status_reason": dict(self.reasons),
-            "tokens_in": self.tokens["prompt"],
-            "tokens_out": completion,
-            "hops": self.hops,
-            "wall_time_s": round(elapsed, 3),
-            "tasks_per_s": round(done / elapsed, 3) if elapsed else 0.0,
-            "tokens_per_s": round(total_tokens / elapsed, 3) if elapsed else 0.0,
-            "output_tokens_per_s": round(completion / elapsed, 3) if elapsed else 0.0,
-            "duplicates_dropped": self.duplicates,
-            "rejected_rows": self.rejected_rows,
-            "workflow": {key: value / done for key, value in sorted(self.workflow_sums.items())} if done else {},
-            **extra,
-        }
-        result = redact(result)  # reasons are error messages, which may quote a key
+        metrics = RunMetrics(
+            tasks=done,
+            status=dict(self.counts),
+            status_reason=dict(self.reasons),
+            tokens_in=self.tokens["prompt"],
+            tokens_out=completion,
+            hops=self.hops,
+            wall_time_s=round(elapsed, 3),
+            tasks_per_s=round(done / elapsed, 3) if elapsed else 0.0,
+            tokens_per_s=round(total_tokens / elapsed, 3) if elapsed else 0.0,
+            output_tokens_per_s=round(completion / elapsed, 3) if elapsed else 0.0,
+            duplicates_dropped=self.duplicates,
+            rejected_rows=self.rejected_rows,
+            workflow={key: value / done for key, value in sorted(self.workflow_sums.items())} if done else {},
+            engine=engine,
+        )
+        # reasons are error messages, which may quote a key
+        metrics = RunMetrics.from_json(redact(metrics.to_json()))
         try:
             with self._writing(self.metrics_path), replace_atomically(self.metrics_path) as file:
-                file.write((json.dumps(result, indent=2) + "\n").encode())
+                file.write((json.dumps(metrics.to_json(), indent=2) + "\n").encode())
         except OutputError as error:
             first = first or error
         self.lock.release()
         if first is not None:
             raise first
-        return result
-
-
-def _minimal(summary: dict[str, Any]) -> dict[str, Any]:
-    """The record of a task reduced to its ``id``, ``status`` and ``reason``."""
-    return {key: summary[key] for key in ("id", "status", "reason")}
+        return metrics

@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
 
 
+def companion(output: Path, name: str) -> Path:
+    """``out.jsonl`` -> ``out.<name>``: a file written beside the output (``out.metrics.json``, ``out.dropped.jsonl``,
+    or a workflow's own, such as tau2's results)."""
+    return output.with_name(f"{output.name.removesuffix(output.suffix)}.{name}")
+
+
 class FinishedRecord(NamedTuple):
     """A record already in the output: its task's id and status (``""`` when the record has none)."""
 

@@ -8,6 +8,12 @@ from contextlib import contextmanager
 from matrix_core import plugins
 
 
+def installed_plugins() -> plugins.Plugins:
+    """The installed plugins (and those registered in-process), loaded once per process: their ``infos`` (what
+    ``matrix plugins list`` shows) and their ``registry`` of components by kind and name."""
+    return plugins.load_plugins()
+
+
 @contextmanager
 def register_plugin(plugin: object, name: str | None = None) -> Iterator[plugins.Plugins]:
     """Load ``plugin`` (a module or object with ``@hookimpl`` functions) after the installed ones.

@@ -200,7 +200,7 @@ class FakeOpenAIServer:
     # --- routes ------------------------------------------------------------------------------------------------
 
     open_paths: tuple[str, ...] = ("/health",)
-    """Routes answered without the key, as engines leave ``/health`` open to health checks."""
+    """Routes answered without the key, as inference servers leave ``/health`` open to health checks."""
 
     def _middlewares(self) -> list[Any]:
         # No middleware without a key: the benchmarks' hot path stays as it was.

@@ -27,7 +27,7 @@ class InferenceConfig:
 
 
 @dataclass
-class InferenceTask(Orchestrator):
+class InferenceOrchestrator(Orchestrator):
     """Plain batch inference: one model call per row."""
 
     roles = {"model": "inference.model"}
@@ -58,10 +58,10 @@ class InferenceTask(Orchestrator):
 class InferenceAgent(Agent):
     """Sends the row's prompt to the backend and keeps the answer."""
 
-    async def step(self, task: InferenceTask) -> InferenceTask:
+    async def step(self, task: InferenceOrchestrator) -> InferenceOrchestrator:
         config: InferenceConfig = self.context.workflow_config
         messages = build_messages(task.row, config.system_prompt)
-        response = await self.context.backend.chat(messages, config.sampling)
+        response = await self.context.backend.chat(messages, config.sampling, task_id=task.id)
         task.response = response.text
         task.choices = response.choices
         task.finish_reason = response.finish_reason

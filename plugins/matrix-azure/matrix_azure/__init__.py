@@ -1,8 +1,7 @@
 """matrix-azure: Azure OpenAI deployments as a Matrix backend (``backend.type=azure``)."""
 
 from matrix_azure.backend import AzureBackend
-from matrix_core import hookimpl
-from matrix_core.hookspecs import Register
+from matrix_core import Register, hookimpl
 
 
 @hookimpl

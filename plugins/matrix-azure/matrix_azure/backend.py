@@ -14,12 +14,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import httpx2
 import openai
 
-from matrix_core.backends import Backend, BackendError, ChatResponse, ContentFilterError, Sampling
-from matrix_core.backends.openai import RETRYABLE_STATUS, OpenAIBackend, OpenAIConfig, retry_after
-from matrix_core.errors import ConfigError
+from matrix_core import (
+    Backend,
+    BackendError,
+    ChatResponse,
+    ConfigError,
+    ContentFilterError,
+    OpenAIBackend,
+    OpenAIConfig,
+    Sampling,
+)
 
 if TYPE_CHECKING:
     from matrix_azure.entra import EntraTokens
@@ -102,12 +108,6 @@ class AzureBackend(OpenAIBackend):
 
     def _open(self) -> openai.AsyncAzureOpenAI:
         """A client for the deployment, and with Entra ID the credential it takes tokens from."""
-        # The same pool as the openai backend's: the SDK's client class, every connection kept alive.
-        http_client = openai.DefaultAsyncHttpxClient(
-            limits=httpx2.Limits(
-                max_connections=self.config.max_connections, max_keepalive_connections=self.config.max_connections
-            )
-        )
         if self._entra is not None:
             self._tokens = self._entra(self.config.entra_scope)
         return openai.AsyncAzureOpenAI(
@@ -118,15 +118,20 @@ class AzureBackend(OpenAIBackend):
             azure_ad_token_provider=self._tokens,
             timeout=self.config.timeout_s,
             max_retries=0,  # the engine retries steps, as with the openai backend
-            http_client=http_client,
+            http_client=self._pool(),  # the openai backend's pool: same transport, limits and keep-alive
         )
 
     async def chat(
-        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        task_id: str | None = None,
     ) -> ChatResponse:
         """Send one chat completion request. A prompt or an answer that Azure's content filter blocks raises
         :class:`ContentFilterError` (not retried); any other failure after the retries, :class:`BackendError`."""
-        response = await super().chat(messages, sampling, tools)
+        response = await super().chat(messages, sampling, tools, task_id=task_id)
         if response.finish_reason == CONTENT_FILTER:
             raise ContentFilterError(f"{self._url}: Azure's content filter cut the answer")
         return response
@@ -143,23 +148,26 @@ class AzureBackend(OpenAIBackend):
             await self._tokens.close()
             self._tokens = None
 
+    unreachable_hint = "is backend.endpoint right, and reachable from here?"
+
+    @property
+    def where(self) -> str:
+        """The deployment's URL, which errors name."""
+        return self._url
+
+    def status_hint(self, status: int) -> str | None:
+        """What to check when the start-up check or a request is answered ``status``."""
+        if status in (401, 403):
+            return "check the key (backend.api_key_env names its variable) or the Entra ID identity's role"
+        if status == 404:
+            return "check backend.endpoint, backend.deployment (the deployment's name) and backend.api_version"
+        return None
+
     def _error(self, error: openai.APIError) -> BackendError:
-        message = " ".join(error.message.split())
-        if isinstance(error, openai.APIStatusError):
-            message = message.removeprefix(f"Error code: {error.status_code} - ")
-            if error.code == CONTENT_FILTER:
-                return ContentFilterError(f"{self._url}: Azure's content filter blocked the prompt{_categories(error)}")
-            status = error.status_code
-            return BackendError(
-                f"{self._url} answered HTTP {status}: {message}",
-                hint=_hint(status),
-                retryable=status in RETRYABLE_STATUS or status >= 500,
-                unavailable=status == 429 or status >= 500,
-                retry_after_s=retry_after(error.response.headers),
-            )
-        return BackendError(
-            f"{self._url}: {message}", hint="is backend.endpoint right, and reachable from here?", unavailable=True
-        )
+        """As the ``openai`` backend's, and a prompt Azure's content filter blocked is a :class:`ContentFilterError`."""
+        if isinstance(error, openai.APIStatusError) and error.code == CONTENT_FILTER:
+            return ContentFilterError(f"{self._url}: Azure's content filter blocked the prompt{_categories(error)}")
+        return super()._error(error)
 
 
 def _api_key(config: AzureConfig) -> str | None:
@@ -192,15 +200,6 @@ def _entra_tokens() -> type[EntraTokens]:
 
 
 _NO_KEY = "export the key, name its variable with backend.api_key_env, or use Entra ID with backend.auth=entra"
-
-
-def _hint(status: int) -> str | None:
-    """What to check when the start-up check or a request is answered ``status``."""
-    if status in (401, 403):
-        return "check the key (backend.api_key_env names its variable) or the Entra ID identity's role"
-    if status == 404:
-        return "check backend.endpoint, backend.deployment (the deployment's name) and backend.api_version"
-    return None
 
 
 def _categories(error: openai.APIStatusError) -> str:

@@ -8,7 +8,7 @@ import logging
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 
-from matrix_core.backends import BackendError
+from matrix_core import BackendError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,8 @@ class EntraTokens:
             return await self._token()
         except ClientAuthenticationError as error:
             logger.debug("Entra ID token for %s: %s", self.scope, error)  # every credential tried, and why it failed
-            first_line = str(error).strip().splitlines()[0]
             raise BackendError(
-                f"Microsoft Entra ID gave no token for {self.scope}: {first_line}",
+                f"Microsoft Entra ID gave no token for {self.scope}: {first_line(error)}",
                 hint="sign in with `az login`, or run with a managed identity or AZURE_CLIENT_ID/AZURE_TENANT_ID/..."
                 " set; `matrix -v` lists every credential tried",
             ) from None

@@ -11,9 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from matrix_azure.backend import AzureBackend, AzureConfig
 
-from matrix_core.backends import BackendError, ContentFilterError, Sampling
-from matrix_core.errors import ConfigError
-from matrix_core.testing import FakeOpenAIServer, RecordedRequest
+from matrix_core import BackendError, ConfigError, ContentFilterError, Sampling
+from matrix_core.testing import FakeOpenAIServer, RecordedRequest, typed_config
 
 T = TypeVar("T")
 KEY = "azure-test-key-1c0ffee"
@@ -181,11 +180,9 @@ def test_a_deployment_refusing_the_empty_check_request_passes_it():
     ],
 )
 def test_configuration_mistakes_are_one_line_errors(options, message):
-    from matrix_core.engine.components import build_config
-
     values = {"type": "azure", "endpoint": "https://r.openai.azure.com", "deployment": "d", "api_key": KEY, **options}
     with pytest.raises(ConfigError) as caught:
-        AzureBackend(build_config(AzureConfig, values))
+        AzureBackend(typed_config(AzureConfig, values))
     assert str(caught.value) == message
 
 

@@ -14,8 +14,7 @@ import pytest
 from aiohttp import web
 from matrix_azure.backend import AzureAuth, AzureBackend, AzureConfig
 
-from matrix_core.backends import BackendError, Sampling
-from matrix_core.errors import ConfigError
+from matrix_core import BackendError, ConfigError, Sampling
 from matrix_core.testing import FakeOpenAIServer
 
 DEPLOYMENT = "gpt-4o-test"

@@ -7,16 +7,16 @@ import json
 from click.testing import CliRunner
 from matrix_azure.backend import AzureAuth, AzureBackend
 
-from matrix_core import config
+from matrix_core import resolve_config
 from matrix_core.cli import cli
-from matrix_core.plugins import load_plugins
+from matrix_core.testing import installed_plugins
 
 SECRET = "azure-secret-in-config-9f3"
 AZURE = ["backend.type=azure", "backend.endpoint=https://my-resource.openai.azure.com", "backend.deployment=gpt-4o"]
 
 
 def test_the_entry_point_registers_the_azure_backend_through_the_public_hook():
-    loaded = load_plugins()
+    loaded = installed_plugins()
     [info] = [info for info in loaded.infos if info.name == "azure"]
     assert (info.status, info.source) == ("ok", "entry point"), info.error
     assert info.hooks == ["matrix_register_backends"]
@@ -38,9 +38,7 @@ def test_backends_list_shows_the_azure_options():
 
 
 def test_overrides_are_typed_by_the_schema():
-    registry = load_plugins().registry
-    workflow = registry.get("orchestrators", "inference")
-    resolved = config.resolve(workflow, registry, config.parse_overrides([*AZURE, "backend.auth=entra"]))
+    resolved = resolve_config("inference", overrides=[*AZURE, "backend.auth=entra"])
     assert resolved.config.backend.auth is AzureAuth.entra
     assert resolved.role_backends["model"].deployment == "gpt-4o"
     result = CliRunner().invoke(cli, ["run", "inference", "--print-config", *AZURE, "backend.auth=password"])

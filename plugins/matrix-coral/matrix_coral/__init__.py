@@ -1,14 +1,13 @@
 """matrix-coral: Collaborative Reasoner as a Matrix workflow (``matrix run coral``)."""
 
 from matrix_coral.agents import Collaborator, Extractor
-from matrix_coral.workflow import CoralTask
-from matrix_core import hookimpl
-from matrix_core.hookspecs import Register
+from matrix_coral.workflow import CoralOrchestrator
+from matrix_core import Register, hookimpl
 
 
 @hookimpl
 def matrix_register_orchestrators(register: Register) -> None:
-    register("coral", CoralTask)
+    register("coral", CoralOrchestrator)
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from matrix_core.backends import Sampling
+from matrix_core import Sampling, at_least
 
 
 class DatasetFormat(Enum):
@@ -61,3 +61,7 @@ class CoralConfig:
     """Teacher and student turns."""
     extractor_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=32))
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+    def check(self) -> None:
+        """At least one generated turn."""
+        at_least("max_turns", self.max_turns, 1)

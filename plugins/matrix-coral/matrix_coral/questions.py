@@ -15,7 +15,7 @@ from typing import Any
 
 from matrix_coral.config import DatasetFormat
 from matrix_coral.extraction import boxed_contents
-from matrix_core.engine.inputs import BadRow
+from matrix_core import BadRowError
 
 LETTERS = string.ascii_uppercase
 """Option letters: (A), (B), ... as many as a question has."""
@@ -35,7 +35,7 @@ class Question:
 
 
 def detect_format(row: dict[str, Any]) -> DatasetFormat:
-    """The format whose fields ``row`` has; a row that fits none is a :class:`BadRow`."""
+    """The format whose fields ``row`` has; a row that fits none is a :class:`BadRowError`."""
     if "options" in row:
         return DatasetFormat.mmlu_pro
     if "choices" in row:
@@ -44,7 +44,7 @@ def detect_format(row: dict[str, Any]) -> DatasetFormat:
         return DatasetFormat.math
     if "story_structure" in row or "story" in row:
         return DatasetFormat.tom
-    raise BadRow(
+    raise BadRowError(
         f"cannot tell the dataset format of a row with fields {sorted(row)}",
         hint="expected 'options' (mmlu_pro), 'Question' and 'choices' (gpqa), 'problem' (math) or 'story_structure' "
         "(tom); or set coral.dataset.format",
@@ -53,7 +53,7 @@ def detect_format(row: dict[str, Any]) -> DatasetFormat:
 
 def parse_question(row: dict[str, Any], format: DatasetFormat = DatasetFormat.auto) -> Question:
     """The question in ``row``, read as ``format`` (detected from the fields when ``auto``); a row without the
-    fields of its format is a :class:`BadRow`, which ``--skip-bad-rows`` skips."""
+    fields of its format is a :class:`BadRowError`, which ``--skip-bad-rows`` skips."""
     if format is DatasetFormat.auto:
         format = detect_format(row)
     if format is DatasetFormat.mmlu_pro:
@@ -73,14 +73,14 @@ def parse_question(row: dict[str, Any], format: DatasetFormat = DatasetFormat.au
 def _text(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None:
-        raise BadRow(f"row has no field {key!r}", hint=f"its fields: {sorted(row)}")
+        raise BadRowError(f"row has no field {key!r}", hint=f"its fields: {sorted(row)}")
     return str(value)
 
 
 def _choices(row: dict[str, Any], key: str) -> tuple[str, ...]:
     choices = row.get(key)
     if not isinstance(choices, list) or not 1 <= len(choices) <= len(LETTERS):
-        raise BadRow(f"row field {key!r} must be a list of 1 to {len(LETTERS)} options, got {choices!r:.80}")
+        raise BadRowError(f"row field {key!r} must be a list of 1 to {len(LETTERS)} options, got {choices!r:.80}")
     return tuple(str(choice) for choice in choices)
 
 
@@ -93,7 +93,7 @@ def _gold_letter(row: dict[str, Any], choices: tuple[str, ...], *keys: str) -> s
             return value.strip().upper()
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
             return letters[value]
-    raise BadRow(
+    raise BadRowError(
         f"row has no gold answer: {' or '.join(map(repr, keys))} must be one of {', '.join(letters)} "
         f"or an index below {len(choices)}"
     )
@@ -104,5 +104,5 @@ def _math_answer(row: dict[str, Any]) -> str:
         return str(row["answer"])
     boxed = boxed_contents(str(row.get("solution", "")))
     if not boxed:
-        raise BadRow("row has no gold answer: no 'answer' field and no \\boxed{} in 'solution'")
+        raise BadRowError("row has no gold answer: no 'answer' field and no \\boxed{} in 'solution'")
     return boxed[-1]

@@ -15,9 +15,7 @@ from matrix_coral.agreement import agreed_answer
 from matrix_coral.config import AgreementRule, CoralConfig, Export, KeepRule
 from matrix_coral.prompts import chat_messages, opening_message, system_prompt
 from matrix_coral.questions import Question, parse_question
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
-from matrix_core.orchestrator import DONE, Orchestrator, Turn
+from matrix_core import DONE, BadRowError, Orchestrator, Turn
 
 
 @dataclass
@@ -34,7 +32,7 @@ class Extraction:
 
 
 @dataclass(kw_only=True)
-class CoralTask(Orchestrator):
+class CoralOrchestrator(Orchestrator):
     """One question's conversation: its turns, what each commits to, and whether and on what the two agreed."""
 
     roles = {"teacher": "coral.collaborator", "student": "coral.collaborator", "extractor": "coral.extractor"}
@@ -56,15 +54,13 @@ class CoralTask(Orchestrator):
     """The answer both sides agreed on; None without agreement."""
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: CoralConfig) -> CoralTask:
+    def from_row(cls, id: str, row: dict[str, Any], config: CoralConfig) -> CoralOrchestrator:
         """The conversation's start: the student's question (turn 0), the teacher to answer it; a row that holds no
-        question in a known format is a :class:`BadRow`."""
-        if config.max_turns < 1:
-            raise ConfigError(f"coral.max_turns: must be at least 1, got {config.max_turns}")
+        question in a known format is a :class:`BadRowError`."""
         try:
             question = parse_question(row, config.dataset.format)
-        except BadRow as error:
-            raise BadRow(f"row {id!r}: {error}", hint=error.hint) from None
+        except BadRowError as error:
+            raise BadRowError(f"row {id!r}: {error}", hint=error.hint) from None
         task = cls(
             id=id,
             row=row,

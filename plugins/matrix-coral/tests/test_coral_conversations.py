@@ -5,18 +5,17 @@ from __future__ import annotations
 import pytest
 from matrix_coral.agreement import agreed_answer
 from matrix_coral.config import AgreementRule, CoralConfig, Export, KeepRule
-from matrix_coral.workflow import CoralTask, Extraction
+from matrix_coral.workflow import CoralOrchestrator, Extraction
 
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
+from matrix_core import BadRowError
 
 ROW = {"question_id": 1, "question": "Which?", "options": ["w", "x", "y", "z"], "answer": "A"}
 STRICT, LATEST_VALID = AgreementRule.strict, AgreementRule.latest_valid
 
 
-def conversation(*answers: str | None, **options) -> CoralTask:
+def conversation(*answers: str | None, **options) -> CoralOrchestrator:
     """A task whose generated turns commit to ``answers`` in order (None: no answer), routed as the engine would."""
-    task = CoralTask.from_row("1", ROW, CoralConfig(**options))
+    task = CoralOrchestrator.from_row("1", ROW, CoralConfig(**options))
     for number, answer in enumerate(answers, start=1):
         role = task.next_role()
         assert role == ("teacher" if number % 2 else "student")
@@ -46,7 +45,7 @@ def test_both_agreement_rules(answers, strict, latest_valid):
 
 
 def test_routing_alternates_through_the_extractor():
-    task = CoralTask.from_row("1", ROW, CoralConfig())
+    task = CoralOrchestrator.from_row("1", ROW, CoralConfig())
     assert [(turn.role, turn.text) for turn in task.history] == [
         ("student", 'I\'m trying to solve this problem: "Which?"\nAnd the choices are:\n(A) w\n(B) x\n(C) y\n(D) z')
     ]
@@ -188,10 +187,12 @@ def test_sft_export_gives_one_chat_example_per_turn_from_the_speakers_view():
     ]
 
 
-def test_bad_rows_and_max_turns_are_user_errors():
-    with pytest.raises(BadRow, match=r"row '9': row has no field 'question'"):
-        CoralTask.from_row("9", {"options": ["x"], "answer": "A"}, CoralConfig())
-    with pytest.raises(BadRow, match=r"^row '8': cannot tell the dataset format of a row with fields \['id', 'q'\]$"):
-        CoralTask.from_row("8", {"id": "8", "q": "?"}, CoralConfig())  # a BadRow, so --skip-bad-rows skips it
-    with pytest.raises(ConfigError, match=r"coral\.max_turns: must be at least 1, got 0"):
-        CoralTask.from_row("1", ROW, CoralConfig(max_turns=0))
+def test_bad_rows_are_user_errors():
+    with pytest.raises(BadRowError, match=r"row '9': row has no field 'question'"):
+        CoralOrchestrator.from_row("9", {"options": ["x"], "answer": "A"}, CoralConfig())
+    with pytest.raises(
+        BadRowError, match=r"^row '8': cannot tell the dataset format of a row with fields \['id', 'q'\]$"
+    ):
+        CoralOrchestrator.from_row(
+            "8", {"id": "8", "q": "?"}, CoralConfig()
+        )  # a BadRowError, so --skip-bad-rows skips it

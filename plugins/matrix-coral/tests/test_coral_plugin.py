@@ -10,29 +10,25 @@ from click.testing import CliRunner
 from matrix_coral.config import AgreementRule, DatasetFormat, Export, KeepRule
 from matrix_coral.questions import parse_question
 
-from matrix_core import config
+from matrix_core import ConfigError, ResolvedConfig, UsageError, resolve_config
 from matrix_core.cli import cli
-from matrix_core.errors import ConfigError, UsageError
-from matrix_core.plugins import load_plugins
+from matrix_core.testing import installed_plugins
 
 OPENAI = ["backend.type=openai", "backend.base_url=http://127.0.0.1:9/v1"]
 
 
-def resolve(*overrides: str) -> config.ResolvedConfig:
-    registry = load_plugins().registry
-    return config.resolve(registry.get("orchestrators", "coral"), registry, config.parse_overrides(overrides))
+def resolve(*overrides: str) -> ResolvedConfig:
+    return resolve_config("coral", overrides=overrides)
 
 
 def test_the_plugin_registers_the_workflow_and_its_agents():
-    info = next(info for info in load_plugins().infos if info.name == "coral")
+    info = next(info for info in installed_plugins().infos if info.name == "coral")
     assert (info.status, info.source) == ("ok", "entry point")
     assert info.components == {"orchestrators": ["coral"], "agents": ["coral.collaborator", "coral.extractor"]}
 
 
-def resolve_with(profile: str | None, *overrides: str) -> config.ResolvedConfig:
-    registry = load_plugins().registry
-    workflow = registry.get("orchestrators", "coral")
-    return config.resolve(workflow, registry, config.parse_overrides(overrides), profile)
+def resolve_with(profile: str | None, *overrides: str) -> ResolvedConfig:
+    return resolve_config("coral", overrides=overrides, profile=profile)
 
 
 def test_a_real_server_gets_collaborative_reasoners_own_settings():
@@ -92,6 +88,16 @@ def test_options_are_typed():
         resolve(*OPENAI, "coral.dataset.format=csv")
     with pytest.raises(ConfigError, match=r"coral\.max_turn"):
         resolve(*OPENAI, "coral.max_turn=3")
+
+
+def test_max_turns_is_checked_once_when_resolved_naming_file_line_and_key(tmp_path):
+    settings = tmp_path / "coral.yaml"
+    settings.write_text("coral:\n  agreement_rule: strict\n  max_turns: 0\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("coral", config_files=[str(settings)], overrides=OPENAI)
+    assert str(raised.value) == f"{settings}:3: coral.max_turns: must be at least 1, got 0"
+    with pytest.raises(ConfigError, match=r"^override #3: coral\.max_turns: must be at least 1, got 0$"):
+        resolve(*OPENAI, "coral.max_turns=0")
 
 
 def test_system_prompt_option():

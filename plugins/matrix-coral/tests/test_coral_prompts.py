@@ -15,7 +15,7 @@ from matrix_coral.prompts import (
 )
 from matrix_coral.questions import Question, detect_format, parse_question
 
-from matrix_core.errors import MatrixError
+from matrix_core import MatrixError
 
 TEN_OPTIONS = [f"option {n}" for n in range(10)]
 MMLU_PRO = {"question_id": 7, "question": "Which?", "options": TEN_OPTIONS, "answer": "J", "answer_index": 9}

@@ -1,15 +1,14 @@
 """matrix-naturalreasoning: NaturalReasoning's web-document curation as a Matrix workflow (``matrix run
 naturalreasoning``)."""
 
-from matrix_core import hookimpl
-from matrix_core.hookspecs import Register
+from matrix_core import Register, hookimpl
 from matrix_naturalreasoning.agents import Filter, Question, Score
-from matrix_naturalreasoning.workflow import NRTask
+from matrix_naturalreasoning.workflow import NROrchestrator
 
 
 @hookimpl
 def matrix_register_orchestrators(register: Register) -> None:
-    register("naturalreasoning", NRTask)
+    register("naturalreasoning", NROrchestrator)
 
 
 @hookimpl

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import asyncio
 
-from matrix_core.agent import Agent
-from matrix_core.backends import Sampling
+from matrix_core import Agent, Sampling
 from matrix_naturalreasoning.config import FilterConfig, NRConfig, QuestionConfig, ScoreConfig
 from matrix_naturalreasoning.language import detect_english, precomputed_english
 from matrix_naturalreasoning.prompts import FILTER_PROMPT, QUESTION_PROMPT, SCORE_PROMPT, chat
 from matrix_naturalreasoning.replies import classifier_passes, parse_question, parse_scores
-from matrix_naturalreasoning.workflow import NRTask
+from matrix_naturalreasoning.workflow import NROrchestrator
 
 
 class _Stage(Agent):
     """What the three stages share: one call of the role's own backend on the document."""
 
-    async def ask(self, task: NRTask, prompt: str, sampling: Sampling) -> str:
+    async def ask(self, task: NROrchestrator, prompt: str, sampling: Sampling) -> str:
         """One call of this stage's LLM on the document; its tokens are counted to the stage."""
-        response = await self.context.backend.chat(chat(prompt, task.text), sampling)
+        response = await self.context.backend.chat(chat(prompt, task.text), sampling, task_id=task.id)
         task.spend(self.context.role, response.usage)
         return response.text or ""
 
@@ -30,7 +29,7 @@ class Filter(_Stage):
 
     config_schema = FilterConfig
 
-    async def step(self, task: NRTask) -> NRTask:
+    async def step(self, task: NROrchestrator) -> NROrchestrator:
         if task.en_score is None:  # not yet scored (a retried step keeps the first score)
             precomputed = precomputed_english(task.row)
             if precomputed is None:
@@ -57,7 +56,7 @@ class Score(_Stage):
 
     config_schema = ScoreConfig
 
-    async def step(self, task: NRTask) -> NRTask:
+    async def step(self, task: NROrchestrator) -> NROrchestrator:
         config: ScoreConfig = self.context.config
         reply = await self.ask(task, SCORE_PROMPT, config.sampling)
         scores = parse_scores(reply)
@@ -77,7 +76,7 @@ class Question(_Stage):
 
     config_schema = QuestionConfig
 
-    async def step(self, task: NRTask) -> NRTask:
+    async def step(self, task: NROrchestrator) -> NROrchestrator:
         config: QuestionConfig = self.context.config
         reply = await self.ask(task, QUESTION_PROMPT, config.sampling)
         question = parse_question(reply)

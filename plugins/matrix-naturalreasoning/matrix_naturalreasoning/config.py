@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from matrix_core.backends import Sampling
-from matrix_core.config import AgentConfig
+from matrix_core import AgentConfig, ConfigProblem, Sampling
 
 
 class Keep(Enum):
@@ -28,6 +27,11 @@ class NRConfig:
     min_en: float = 0.8
     """The English gate: a document whose English probability is below this is ``filtered:en``."""
     keep: Keep = Keep.success
+
+    def check(self) -> None:
+        """``min_en`` is a probability."""
+        if not 0.0 <= self.min_en <= 1.0:
+            raise ConfigProblem("min_en", f"must be from 0 to 1, got {self.min_en}")
 
 
 @dataclass

@@ -17,10 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from matrix_core.backends import Usage
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
-from matrix_core.orchestrator import DONE, Orchestrator
+from matrix_core import DONE, BadRowError, Orchestrator, RunMetrics, Usage
 from matrix_naturalreasoning.config import Keep, NRConfig
 from matrix_naturalreasoning.language import language_problem
 from matrix_naturalreasoning.replies import ExamQuestion, Scores
@@ -35,7 +32,7 @@ PAPER_SURVIVAL = 0.0545
 
 
 @dataclass(kw_only=True)
-class NRTask(Orchestrator):
+class NROrchestrator(Orchestrator):
     """One web document on its way through the three stages: what each stage found, and the tokens it spent."""
 
     roles = {
@@ -64,16 +61,15 @@ class NRTask(Orchestrator):
     """Tokens spent per stage."""
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: NRConfig) -> NRTask:
-        """A document to filter; a row without a usable ``text``, ``url`` or language score is a :class:`BadRow`."""
-        if not 0.0 <= config.min_en <= 1.0:
-            raise ConfigError(f"nr.min_en: must be from 0 to 1, got {config.min_en}")
+    def from_row(cls, id: str, row: dict[str, Any], config: NRConfig) -> NROrchestrator:
+        """A document to filter; a row without a usable ``text``, ``url`` or language score is a
+        :class:`BadRowError`."""
         if not isinstance(row.get("text"), str):
-            raise BadRow(f"field 'text' must be a string, got {type(row.get('text')).__name__}")
+            raise BadRowError(f"field 'text' must be a string, got {type(row.get('text')).__name__}")
         if not isinstance(row.get("url"), (str, type(None))):
-            raise BadRow(f"field 'url' must be a string, got {type(row['url']).__name__}")
+            raise BadRowError(f"field 'url' must be a string, got {type(row['url']).__name__}")
         if problem := language_problem(row):
-            raise BadRow(problem)
+            raise BadRowError(problem)
         return cls(id=id, row=row, keep_rule=config.keep)
 
     @property
@@ -109,16 +105,16 @@ class NRTask(Orchestrator):
         return {**survival, **{f"{stage}_tokens": float(self._tokens(stage)) for stage in STAGES}}
 
     @classmethod
-    def summary(cls, metrics: dict[str, Any]) -> str | None:
+    def summary(cls, metrics: RunMetrics) -> str | None:
         """Survival after each gate (next to the paper's 5.45%), documents/s, tokens per stage, count per reason."""
-        documents, means = metrics["tasks"], metrics["workflow"]
+        documents, means = metrics.tasks, metrics.workflow
         if not documents:
             return None
         survival = " -> ".join(f"{gate} {means[f'survived_{gate}']:.1%}" for gate in GATES)
         tokens = ", ".join(f"{stage} {means[f'{stage}_tokens'] * documents:,.0f}" for stage in STAGES)
-        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(metrics["status_reason"].items()))
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(metrics.status_reason.items()))
         return (
-            f"survival: {survival} (the paper: {PAPER_SURVIVAL:.2%} of DCLM); {metrics['tasks_per_s']:.2f} "
+            f"survival: {survival} (the paper: {PAPER_SURVIVAL:.2%} of DCLM); {metrics.tasks_per_s:.2f} "
             f"documents/s; tokens: {tokens}\nreasons: {reasons}"
         )
 

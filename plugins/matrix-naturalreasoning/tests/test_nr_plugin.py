@@ -7,26 +7,20 @@ import pytest
 from matrix_naturalreasoning.config import Keep, NRConfig
 from matrix_naturalreasoning.prompts import FILTER_PROMPT, QUESTION_PROMPT, SCORE_PROMPT
 from matrix_naturalreasoning.replies import ExamQuestion, Scores
-from matrix_naturalreasoning.workflow import NRTask
+from matrix_naturalreasoning.workflow import NROrchestrator
 
-from matrix_core import config
-from matrix_core.backends import Usage
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
-from matrix_core.plugins import load_plugins
+from matrix_core import BadRowError, ConfigError, ResolvedConfig, RunMetrics, Usage, resolve_config
+from matrix_core.testing import installed_plugins
 
 ROW = {"text": "A thread.", "url": "https://forum.example.org/t/1"}
 
 
-def resolve(*overrides: str) -> config.ResolvedConfig:
-    registry = load_plugins().registry
-    return config.resolve(
-        registry.get("orchestrators", "naturalreasoning"), registry, config.parse_overrides(overrides)
-    )
+def resolve(*overrides: str) -> ResolvedConfig:
+    return resolve_config("naturalreasoning", overrides=overrides)
 
 
 def test_the_plugin_registers_the_workflow_and_its_three_agents():
-    info = next(info for info in load_plugins().infos if info.name == "naturalreasoning")
+    info = next(info for info in installed_plugins().infos if info.name == "naturalreasoning")
     assert info.status == "ok", info.error
     assert info.components == {
         "orchestrators": ["naturalreasoning"],
@@ -123,7 +117,7 @@ def test_the_prompts_are_the_methods_own():
 
 
 def test_a_task_routes_filter_score_question_and_stops_when_it_ends():
-    task = NRTask.from_row("1", ROW, NRConfig())
+    task = NROrchestrator.from_row("1", ROW, NRConfig())
     assert task.next_role() == "filter"
     task.survived += ["en", "filter"]
     assert task.next_role() == "score"
@@ -138,14 +132,14 @@ def test_a_task_routes_filter_score_question_and_stops_when_it_ends():
 
 
 def test_keep_success_drops_every_other_document():
-    task = NRTask.from_row("1", ROW, NRConfig())
+    task = NROrchestrator.from_row("1", ROW, NRConfig())
     task.stop("en")
     assert not task.keep()
-    assert NRTask.from_row("2", ROW, NRConfig(keep=Keep.all)).keep()
+    assert NROrchestrator.from_row("2", ROW, NRConfig(keep=Keep.all)).keep()
 
 
 def test_a_success_record_has_the_question_scores_and_tokens_per_stage():
-    task = NRTask.from_row("1", ROW, NRConfig())
+    task = NROrchestrator.from_row("1", ROW, NRConfig())
     task.survived += ["en", "filter", "score", "question"]
     task.scores = Scores(1, 2, 0.5, 1)
     task.question = ExamQuestion("Q?", "Physics", "", ["Therefore, the final answer is: \\boxed{1}."])
@@ -178,21 +172,27 @@ def test_a_success_record_has_the_question_scores_and_tokens_per_stage():
     ],
 )
 def test_a_row_the_workflow_cannot_use_is_a_bad_row(row, message):
-    with pytest.raises(BadRow, match=message):
-        NRTask.from_row("1", row, NRConfig())
+    with pytest.raises(BadRowError, match=message):
+        NROrchestrator.from_row("1", row, NRConfig())
 
 
-def test_min_en_must_be_a_probability():
-    with pytest.raises(ConfigError, match=r"nr\.min_en: must be from 0 to 1, got 1\.5"):
-        NRTask.from_row("1", ROW, NRConfig(min_en=1.5))
+def test_min_en_must_be_a_probability(tmp_path):
+    settings = tmp_path / "nr.yaml"
+    settings.write_text("nr:\n  min_en: 1.5\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("naturalreasoning", config_files=[str(settings)])
+    assert str(raised.value) == f"{settings}:2: nr.min_en: must be from 0 to 1, got 1.5"
+    with pytest.raises(ConfigError, match=r"^override #1: nr\.min_en: must be from 0 to 1, got -0\.1$"):
+        resolve("nr.min_en=-0.1")
+    assert NROrchestrator.from_row("1", ROW, NRConfig(min_en=1.5)).id == "1", "a row no longer checks the config"
 
 
 def test_the_summary_compares_survival_with_the_paper():
-    metrics = {
-        "tasks": 200,
-        "tasks_per_s": 12.5,
-        "status_reason": {"filtered:en": 120, "filtered:classifier": 60, "success": 20},
-        "workflow": {
+    metrics = RunMetrics(
+        tasks=200,
+        tasks_per_s=12.5,
+        status_reason={"filtered:en": 120, "filtered:classifier": 60, "success": 20},
+        workflow={
             "survived_en": 0.4,
             "survived_filter": 0.1,
             "survived_score": 0.1,
@@ -201,10 +201,10 @@ def test_the_summary_compares_survival_with_the_paper():
             "score_tokens": 100.0,
             "question_tokens": 80.5,
         },
-    }
-    assert NRTask.summary(metrics) == (
+    )
+    assert NROrchestrator.summary(metrics) == (
         "survival: en 40.0% -> filter 10.0% -> score 10.0% -> question 10.0% (the paper: 5.45% of DCLM); "
         "12.50 documents/s; tokens: filter 100,000, score 20,000, question 16,100\n"
         "reasons: filtered:classifier 60, filtered:en 120, success 20"
     )
-    assert NRTask.summary({"tasks": 0, "workflow": {}}) is None
+    assert NROrchestrator.summary(RunMetrics()) is None

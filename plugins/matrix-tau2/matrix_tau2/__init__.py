@@ -2,12 +2,11 @@
 
 from omegaconf import OmegaConf
 
-from matrix_core import hookimpl
-from matrix_core.hookspecs import Register
+from matrix_core import Register, hookimpl
 from matrix_tau2.agents import Assistant, Reward, ToolExecutor, UserSimulator
 from matrix_tau2.catalog import default_rows
 from matrix_tau2.results import Tau2Sink
-from matrix_tau2.workflow import Tau2Task
+from matrix_tau2.workflow import Tau2Orchestrator
 
 # tau2.yaml's default input: ``${tau2_tasks:domain,split,trials}`` is the list of the tasks to run, written on use.
 OmegaConf.register_resolver(
@@ -17,7 +16,7 @@ OmegaConf.register_resolver(
 
 @hookimpl
 def matrix_register_orchestrators(register: Register) -> None:
-    register("tau2", Tau2Task)
+    register("tau2", Tau2Orchestrator)
 
 
 @hookimpl

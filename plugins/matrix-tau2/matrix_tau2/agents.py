@@ -9,13 +9,12 @@ import json
 from abc import abstractmethod
 from typing import Any, ClassVar
 
-from matrix_core.agent import Agent, AgentContext
-from matrix_core.backends import BackendError, ChatResponse
+from matrix_core import Agent, AgentContext, BackendError, ChatResponse
 from matrix_tau2 import catalog, conversation, gc_tuning
 from matrix_tau2.config import ChatAgentConfig, RewardConfig, Tau2Config, ToolExecutorConfig, ToolProtocol
 from matrix_tau2.environments import EnvironmentStore
 from matrix_tau2.scoring import Scorer
-from matrix_tau2.workflow import Tau2Task
+from matrix_tau2.workflow import Tau2Orchestrator
 
 
 class EmptyReplyError(RuntimeError):
@@ -42,7 +41,7 @@ class _ChatAgent(Agent):
         super().__init__(context)
         warm_up()
 
-    async def step(self, task: Tau2Task) -> Tau2Task:
+    async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
         config: ChatAgentConfig = self.context.config
         workflow: Tau2Config = self.context.workflow_config
         sampling = config.sampling or workflow.sampling
@@ -55,7 +54,9 @@ class _ChatAgent(Agent):
             messages[0]["content"] = conversation.prompt_with_tools(messages[0]["content"], tools)
             messages = conversation.in_text(messages)
         try:
-            response = await self.context.backend.chat(messages, sampling, None if in_prompt or not tools else tools)
+            response = await self.context.backend.chat(
+                messages, sampling, None if in_prompt or not tools else tools, task_id=task.id
+            )
         except BackendError as error:
             if error.retryable:
                 raise  # the engine tries the step again (run.max_retries), and waits out a backend outage
@@ -78,14 +79,14 @@ class _ChatAgent(Agent):
         return protocol is ToolProtocol.prompt
 
     @abstractmethod
-    def tools(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def tools(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         """This side's tools, as OpenAI tool schemas."""
 
     @abstractmethod
-    def view(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def view(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         """This side's chat: its system prompt and its view of the trajectory."""
 
-    def message(self, task: Tau2Task, response: ChatResponse, in_prompt: bool) -> Any:
+    def message(self, task: Tau2Orchestrator, response: ChatResponse, in_prompt: bool) -> Any:
         """The reply as a tau2 message: text or tool calls, with its usage."""
         from tau2.data_model.message import AssistantMessage, ToolCall, UserMessage
 
@@ -123,10 +124,10 @@ class UserSimulator(_ChatAgent):
 
     side = "user"
 
-    def tools(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def tools(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         return conversation.user_tools(task.domain)
 
-    def view(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def view(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         prompt = conversation.user_system_prompt(task.domain, task.task_id)
         return conversation.user_view(prompt, task.trajectory())
 
@@ -136,10 +137,10 @@ class Assistant(_ChatAgent):
 
     side = "assistant"
 
-    def tools(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def tools(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         return conversation.assistant_tools(task.domain)
 
-    def view(self, task: Tau2Task) -> list[dict[str, Any]]:
+    def view(self, task: Tau2Orchestrator) -> list[dict[str, Any]]:
         return conversation.assistant_view(conversation.assistant_system_prompt(task.domain), task.trajectory())
 
 
@@ -155,7 +156,7 @@ class ToolExecutor(Agent):
         warm_up()
         self.store = EnvironmentStore(context.config.max_environments)
 
-    async def step(self, task: Tau2Task) -> Tau2Task:
+    async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
         if task.termination_reason is not None:
             self.store.drop(task.id)
             task.environment_held = False
@@ -177,7 +178,7 @@ class Reward(Agent):
         warm_up()
         self.scorer = Scorer(context.config.gold_cache_size)
 
-    async def step(self, task: Tau2Task) -> Tau2Task:
+    async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
         reward_info = await asyncio.to_thread(self.scorer.score, task.domain, task.task_id, task.simulation())
         task.finish_scored(reward_info)
         return task

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
+from matrix_core import BadRowError, ConfigError
 
 if TYPE_CHECKING:
     from tau2.data_model.tasks import Task
@@ -45,7 +44,7 @@ def domains() -> list[str]:
 def check_domain(domain: str) -> None:
     """Raise a one-line error naming the known domains when ``domain`` is not one."""
     if domain not in domains():
-        raise BadRow(f"unknown tau2 domain {domain!r} (one of: {', '.join(domains())})")
+        raise BadRowError(f"unknown tau2 domain {domain!r} (one of: {', '.join(domains())})")
 
 
 @functools.cache
@@ -66,14 +65,14 @@ def task(domain: str, task_id: str) -> Task:
         found = _tasks(domain, split).get(task_id)
         if found is not None:
             return found
-    raise BadRow(f"unknown task id {task_id!r} in tau2 domain {domain!r}")
+    raise BadRowError(f"unknown task id {task_id!r} in tau2 domain {domain!r}")
 
 
 def split_ids(domain: str, split: str) -> list[str]:
     """The ids of the tasks in ``split`` of ``domain``, in tau2's order."""
     try:
         check_domain(domain)
-    except BadRow as error:
+    except BadRowError as error:
         raise ConfigError(f"tau2.domain: {error}") from None
     splits = _splits(domain)
     if split not in splits:

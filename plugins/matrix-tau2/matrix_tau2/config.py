@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from matrix_core.backends import Sampling
-from matrix_core.config import AgentConfig
+from matrix_core import AgentConfig, Sampling, at_least
 
 
 @dataclass
@@ -29,6 +28,10 @@ class Tau2Config:
     task as ``agent_error``/``user_error`` instead of being passed on."""
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.0))
     """Assistant and user simulator calls (tau2's ``llm_args``); a role's own ``agents.<role>.sampling`` wins."""
+
+    def check(self) -> None:
+        """At least one trial per task."""
+        at_least("num_trials", self.num_trials, 1)
 
 
 class ToolProtocol(Enum):

@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from matrix_core.sinks.jsonl import JsonlSink
+from matrix_core import JsonlSink, companion
 from matrix_tau2 import catalog
 
 
@@ -33,8 +33,6 @@ class Tau2Sink(JsonlSink):
 
 def export(path: Path) -> dict[str, Path]:
     """Write tau2's result files for the records in ``path``; returns each domain's ``Results`` file."""
-    from matrix_core.engine.writer import companion  # imports Ray: only where the run's writer already has it
-
     by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in _records(path):
         by_domain[record["domain"]].append(record)

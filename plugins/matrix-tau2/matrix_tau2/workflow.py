@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
-from matrix_core.orchestrator import DONE, Orchestrator
+from matrix_core import DONE, BadRowError, ConfigError, Orchestrator
 from matrix_tau2 import catalog
 from matrix_tau2.config import Tau2Config
 from matrix_tau2.conversation import dump_message, load_messages
@@ -29,7 +27,7 @@ from matrix_tau2.conversation import dump_message, load_messages
 if TYPE_CHECKING:
     from tau2.data_model.message import Message
 
-    from matrix_core.config import Origin
+    from matrix_core import Origin
 
 USER, AGENT, ENV = "user", "agent", "env"
 """tau2's roles: who sent the last message and who receives it."""
@@ -49,7 +47,7 @@ TERMINATION_STATUS = {
 
 
 @dataclass(kw_only=True)
-class Tau2Task(Orchestrator):
+class Tau2Orchestrator(Orchestrator):
     """One simulation of one tau2 task: the trajectory (tau2 messages as JSON), whose turn it is, the counters
     tau2's orchestrator keeps, and the reward once scored. The environment is not here: it lives in the tool
     executor that owns the task."""
@@ -93,8 +91,6 @@ class Tau2Task(Orchestrator):
         with the id ``<id>/<t>``; with one trial it keeps the row's own id, as before trials applied to rows."""
         if "trial" in row:
             return [(id, row)]
-        if config.num_trials < 1:
-            raise ConfigError(f"tau2.num_trials: must be at least 1, got {config.num_trials}")
         if config.num_trials == 1:
             return [(id, {**row, "trial": 0})]
         return [(f"{id}/{trial}", {**row, "trial": trial}) for trial in range(config.num_trials)]
@@ -112,18 +108,18 @@ class Tau2Task(Orchestrator):
             )
 
     @classmethod
-    def from_row(cls, id: str, row: dict[str, Any], config: Tau2Config) -> Tau2Task:
+    def from_row(cls, id: str, row: dict[str, Any], config: Tau2Config) -> Tau2Orchestrator:
         """A simulation of the task the row names (``domain``, default ``tau2.domain``; ``task_id``; ``trial``)."""
         from tau2.utils.utils import get_now
 
         if "task_id" not in row:
-            raise BadRow("the row names no task_id")
+            raise BadRowError("the row names no task_id")
         domain, task_id = str(row.get("domain", config.domain)), str(row["task_id"])
         spec = catalog.task(domain, task_id)
         try:
             trial = int(row.get("trial", 0))
         except (TypeError, ValueError):
-            raise BadRow(f"trial: not an integer: {row['trial']!r}") from None
+            raise BadRowError(f"trial: not an integer: {row['trial']!r}") from None
         task = cls(
             id=id,
             row=row,
@@ -161,7 +157,7 @@ class Tau2Task(Orchestrator):
         try:
             Tau2Orchestrator.validate_message_history(history)
         except ValueError as error:
-            raise BadRow(f"task {self.task_id!r}: invalid message history: {error}") from None
+            raise BadRowError(f"task {self.task_id!r}: invalid message history: {error}") from None
         last = history[-1]
         if isinstance(last, AssistantMessage):
             self.from_role, self.to_role = AGENT, ENV if last.is_tool_call() else USER

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from matrix_tau2.agents import ToolExecutor
 from matrix_tau2.config import ToolExecutorConfig
-from matrix_tau2.workflow import Tau2Task
+from matrix_tau2.workflow import Tau2Orchestrator
 
-from matrix_core import hookimpl
-from matrix_core.hookspecs import Register
+from matrix_core import Register, hookimpl
 
 
 @dataclass
@@ -27,7 +26,7 @@ class ReportingToolExecutor(ToolExecutor):
 
     config_schema = ReportingConfig
 
-    async def step(self, task: Tau2Task) -> Tau2Task:
+    async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
         config: ReportingConfig = self.context.config
         if task.task_id == config.task_id and task.termination_reason is None:
             Path(config.pid_file).write_text(str(os.getpid()))
@@ -35,13 +34,13 @@ class ReportingToolExecutor(ToolExecutor):
 
 
 @dataclass(kw_only=True)
-class ReportingTau2Task(Tau2Task):
-    roles = {**Tau2Task.roles, "tool": "tau2test.tool"}
+class ReportingTau2Orchestrator(Tau2Orchestrator):
+    roles = {**Tau2Orchestrator.roles, "tool": "tau2test.tool"}
 
 
 @hookimpl
 def matrix_register_orchestrators(register: Register) -> None:
-    register("tau2test", ReportingTau2Task)
+    register("tau2test", ReportingTau2Orchestrator)
 
 
 @hookimpl

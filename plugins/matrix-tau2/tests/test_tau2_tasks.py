@@ -9,20 +9,18 @@ from pathlib import Path
 import pytest
 from matrix_tau2 import catalog, conversation
 from matrix_tau2.config import Tau2Config
-from matrix_tau2.workflow import AGENT, ENV, USER, Tau2Task
+from matrix_tau2.workflow import AGENT, ENV, USER, Tau2Orchestrator
 
-from matrix_core import config, plugins
-from matrix_core.engine.inputs import BadRow
-from matrix_core.errors import ConfigError
+from matrix_core import BadRowError, ConfigError, resolve_config
+from matrix_core.testing import installed_plugins
 
 
 def resolve(*overrides: str):
-    registry = plugins.load_plugins().registry
-    return config.resolve(registry.get("orchestrators", "tau2"), registry, config.parse_overrides(list(overrides)))
+    return resolve_config("tau2", overrides=overrides)
 
 
 def test_the_plugin_registers_its_components():
-    info = next(info for info in plugins.load_plugins().infos if info.name == "tau2")
+    info = next(info for info in installed_plugins().infos if info.name == "tau2")
     assert info.status == "ok", info.error
     assert info.components == {
         "orchestrators": ["tau2"],
@@ -48,7 +46,7 @@ def test_without_input_the_split_runs_each_task_num_trials_times():
     [
         ("tau2.domain=bank", r"^tau2.domain: unknown tau2 domain 'bank' \(one of: mock, airline, retail, telecom"),
         ("tau2.task_split=dev", r"^tau2.task_split: domain 'airline' has no split 'dev' \(its splits: train, test"),
-        ("tau2.num_trials=0", r"^tau2.num_trials: must be at least 1, got 0$"),
+        ("tau2.num_trials=0", r"^override #1: tau2.num_trials: must be at least 1, got 0$"),
     ],
 )
 def test_a_bad_task_selection_is_a_one_line_error(override, message):
@@ -66,24 +64,30 @@ def test_a_bad_task_selection_is_a_one_line_error(override, message):
     ],
 )
 def test_a_row_naming_no_known_task_is_a_bad_row(row, message):
-    with pytest.raises(BadRow, match=message):
-        Tau2Task.from_row("r", row, Tau2Config())
+    with pytest.raises(BadRowError, match=message):
+        Tau2Orchestrator.from_row("r", row, Tau2Config())
 
 
 def test_an_input_row_naming_no_trial_runs_num_trials_times():
     row, named = {"task_id": "3"}, {"task_id": "3", "trial": 1}
-    assert Tau2Task.expand_row("a", row, Tau2Config(num_trials=2)) == [
+    assert Tau2Orchestrator.expand_row("a", row, Tau2Config(num_trials=2)) == [
         ("a/0", {"task_id": "3", "trial": 0}),
         ("a/1", {"task_id": "3", "trial": 1}),
     ]
-    assert Tau2Task.expand_row("a", row, Tau2Config()) == [("a", {"task_id": "3", "trial": 0})], "its own id"
-    assert Tau2Task.expand_row("a", named, Tau2Config(num_trials=2)) == [("a", named)]
-    with pytest.raises(ConfigError, match=r"^tau2.num_trials: must be at least 1, got 0$"):
-        Tau2Task.expand_row("a", row, Tau2Config(num_trials=0))
+    assert Tau2Orchestrator.expand_row("a", row, Tau2Config()) == [("a", {"task_id": "3", "trial": 0})], "its own id"
+    assert Tau2Orchestrator.expand_row("a", named, Tau2Config(num_trials=2)) == [("a", named)]
+
+
+def test_num_trials_is_checked_once_when_resolved(tmp_path):
+    settings = tmp_path / "tau2.yaml"
+    settings.write_text("tau2:\n  domain: retail\n  num_trials: 0\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("tau2", config_files=[str(settings)], overrides=["input.path=rows.jsonl"])
+    assert str(raised.value) == f"{settings}:3: tau2.num_trials: must be at least 1, got 0"
 
 
 def test_a_task_opens_with_the_assistant_greeting():
-    task = Tau2Task.from_row("a", {"task_id": "3"}, Tau2Config(domain="airline"))
+    task = Tau2Orchestrator.from_row("a", {"task_id": "3"}, Tau2Config(domain="airline"))
     assert (task.domain, task.task_id, task.trial) == ("airline", "3", 0)
     assert [(m["role"], m["content"]) for m in task.messages] == [("assistant", "Hi! How can I help you today?")]
     assert (task.from_role, task.to_role, task.next_role()) == (AGENT, USER, "user")
@@ -100,7 +104,7 @@ def test_a_message_history_task_starts_where_tau2_starts_it(task_id):
     agent = LLMAgent(tools=environment.get_tools(), domain_policy=environment.get_policy())
     reference = Orchestrator("mock", agent, UserSimulator(instructions=str(spec.user_scenario)), environment, spec)
     reference.initialize()
-    task = Tau2Task.from_row("m", {"domain": "mock", "task_id": task_id}, Tau2Config())
+    task = Tau2Orchestrator.from_row("m", {"domain": "mock", "task_id": task_id}, Tau2Config())
     assert (task.from_role, task.to_role) == (reference.from_role.value, reference.to_role.value)
     ours = [(m["role"], m["content"], m.get("tool_calls")) for m in task.messages]
     theirs = [(m.role, m.content, getattr(m, "tool_calls", None)) for m in reference.trajectory]
@@ -112,7 +116,9 @@ def test_a_message_history_task_starts_where_tau2_starts_it(task_id):
 def test_steps_and_errors_end_the_task_as_tau2_counts_them():
     from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, UserMessage
 
-    task = Tau2Task.from_row("s", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=4, max_errors=1))
+    task = Tau2Orchestrator.from_row(
+        "s", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=4, max_errors=1)
+    )
     task.record_turn(UserMessage(role="user", content="hello"))
     assert (task.step_count, task.to_role, task.termination_reason) == (1, AGENT, None)
     task.record_turn(AssistantMessage(role="assistant", tool_calls=[ToolCall(id="1", name="x", arguments={})]))
@@ -123,10 +129,10 @@ def test_steps_and_errors_end_the_task_as_tau2_counts_them():
     task.environment_held = True
     assert task.next_role() == "tool", "the tool executor drops the environment first"
 
-    chatty = Tau2Task.from_row("c", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=2))
+    chatty = Tau2Orchestrator.from_row("c", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=2))
     chatty.record_turn(UserMessage(role="user", content="###STOP###"))
     assert chatty.termination_reason == "user_stop"
-    chatty = Tau2Task.from_row("c", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=2))
+    chatty = Tau2Orchestrator.from_row("c", {"domain": "mock", "task_id": "create_task_1"}, Tau2Config(max_steps=2))
     chatty.record_turn(UserMessage(role="user", content="hi"))
     chatty.record_turn(AssistantMessage(role="assistant", content="###STOP### bye"))
     assert chatty.termination_reason == "max_steps", "as in tau2, the step limit is checked after the stop"

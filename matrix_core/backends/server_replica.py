@@ -1,4 +1,5 @@
-"""One engine replica: a Ray actor that runs an engine's OpenAI-compatible server (vLLM, SGLang) as a subprocess.
+"""One inference server replica: a Ray actor that runs vLLM's or SGLang's OpenAI-compatible server as a
+subprocess.
 
 The actor holds the replica's resources (its GPUs: Ray sets ``CUDA_VISIBLE_DEVICES`` for it, and the server inherits
 it), picks a free port, starts the server, polls its health until it answers, and reports its endpoint. Clients hold
@@ -51,14 +52,14 @@ KEY_BYTES = 32
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """What an engine actor runs and how it checks it, built by the client from ``backend.*``."""
+    """What a server replica runs and how it checks it, built by the client from ``backend.*``."""
 
-    engine: str
+    backend_type: str
     """The backend's name (``vllm``), for messages."""
     module: str
     """The server's Python module, run as ``<python> -m module`` unless ``command`` is given."""
     command: tuple[str, ...]
-    """The server's executable and leading arguments (``backend.server_command``); empty: the engine's module."""
+    """The server's executable and leading arguments (``backend.server_command``); empty: ``module``."""
     args: tuple[str, ...]
     """The server's arguments, with :data:`HOST` and :data:`PORT` where the address goes."""
     host: str | None
@@ -95,8 +96,8 @@ class Endpoint:
     """The key the server requires; it travels to clients only inside Ray (never shown by :meth:`describe`)."""
 
 
-class EngineServer:
-    """A replica of an engine: its server subprocess, its health, its clients' leases."""
+class ServerReplica:
+    """A replica of an inference server: its server subprocess, its health, its clients' leases."""
 
     def __init__(self, name: str, spec: ServerSpec) -> None:
         self.name = name
@@ -166,12 +167,12 @@ class EngineServer:
             prefix = list(spec.command) or [sys.executable, "-m", spec.module]
             command = [*prefix, *(host if arg == HOST else str(port) if arg == PORT else arg for arg in spec.args)]
             if spec.key_config or not spec.log_dir:
-                private = Path(tempfile.mkdtemp(prefix="matrix-engines-"))  # 0700, a name nobody can plant ahead
+                private = Path(tempfile.mkdtemp(prefix="matrix-servers-"))  # 0700, a name nobody can plant ahead
             if spec.key_env:
                 env[spec.key_env] = key
             elif spec.key_config:
                 assert private is not None
-                key_file = private / "engine-key.yaml"  # SGLang reads only .yaml files
+                key_file = private / "server-key.yaml"  # SGLang reads only .yaml files
                 write_private(key_file, f"{spec.key_config}: {json.dumps(key)}\n")
                 command += ["--config", str(key_file)]
             if spec.log_dir:
@@ -185,7 +186,7 @@ class EngineServer:
         except (BackendError, OSError) as error:  # a port, a directory or a file it cannot have
             self._forget_key_file(key_file, private, spec.log_dir)
             reason, hint = (str(error), error.hint) if isinstance(error, BackendError) else _os_error(error)
-            self.failure = BackendError(f"backend '{spec.engine}': replica {self.name}: {reason}", hint=hint)
+            self.failure = BackendError(f"backend '{spec.backend_type}': replica {self.name}: {reason}", hint=hint)
             raise self.failure from None
         shown = redact_command(command)
         logger.info("%s: starting %s", self.name, " ".join(shown))
@@ -253,13 +254,13 @@ class EngineServer:
                 code = self.process.poll()
                 if code is not None:
                     raise BackendError(
-                        f"backend '{self.spec.engine}': replica {self.name}'s server exited with code {code} "
+                        f"backend '{self.spec.backend_type}': replica {self.name}'s server exited with code {code} "
                         f"during start-up: {_last_line(log_path)}",
                         hint=f"its log is {log_path} on {host}",
                     )
                 if time.monotonic() > deadline:
                     raise BackendError(
-                        f"backend '{self.spec.engine}': replica {self.name} was not healthy within "
+                        f"backend '{self.spec.backend_type}': replica {self.name} was not healthy within "
                         f"backend.health_timeout_s={self.spec.health_timeout_s:g}s: {_last_line(log_path)}",
                         hint=f"its log is {log_path} on {host}",
                     )
@@ -307,14 +308,15 @@ class EngineServer:
             os.killpg(process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.to_thread(process.wait), STOP_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await asyncio.to_thread(process.wait)
 
 
-def free_port(host: str, low: int, high: int) -> int:
-    """A port in ``[low, high]`` nothing listens on at ``host``, tried in random order; ``low=0``: any free port."""
+def free_port(host: str = "", low: int = 0, high: int = 0) -> int:
+    """A port in ``[low, high]`` nothing listens on at ``host`` (``""``: every interface), tried in random order;
+    ``low=0``: any free port."""
     # SystemRandom: Ray's worker processes may share the random module's state, and replicas starting together on
     # one node then tried the same ports in the same order.
     candidates = [0] if low == 0 else random.SystemRandom().sample(range(low, high + 1), high - low + 1)
@@ -364,7 +366,7 @@ async def _answers(session: Any, url: str, lists_models: bool = False) -> bool:
             if response.status != 200:
                 return False
             return not lists_models or bool((await response.json()).get("data"))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, ValueError):
         return False
 
 
@@ -409,7 +411,7 @@ def _url_host(host: str) -> str:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the server is killed when the actor's process dies, however it dies (no orphaned engine holding GPUs).
+    """Linux: the server is killed when the actor's process dies, however it dies (no orphaned server holding GPUs).
     SIGKILL, not SIGTERM: vLLM still loading a model was seen to outlive a SIGTERM; its engine processes watch it."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -422,7 +424,7 @@ def _exit_for_good() -> None:
 
 
 def actor_class() -> Any:
-    """:class:`EngineServer` as a Ray actor class (Ray is imported only when an engine starts)."""
+    """:class:`ServerReplica` as a Ray actor class (Ray is imported only when a server starts)."""
     import ray
 
-    return ray.remote(EngineServer)
+    return ray.remote(ServerReplica)

@@ -1,15 +1,16 @@
-"""A stand-in for an engine's OpenAI-compatible server (vLLM, SGLang), for testing launch plans where the engine
-cannot run: it takes the same flags and serves :class:`FakeOpenAIServer` on the given host and port.
+"""A stand-in for an inference server (vLLM's or SGLang's OpenAI-compatible server), for testing launch plans where
+the real one cannot run: it takes the same flags and serves :class:`FakeOpenAIServer` on the given host and port.
 
-Point an engine backend at it with ``backend.server_command=[python, -m, matrix_core.testing.engine_standin]``.
+Point a ``vllm`` or ``sglang`` backend at it with
+``backend.server_command=[python, -m, matrix_core.testing.server_standin]``.
 Besides the OpenAI routes it answers ``GET /health`` (503 until ``--standin-health-delay-s`` has passed) and
 ``GET /standin``: the command line it was started with, its pid, ``CUDA_VISIBLE_DEVICES``, its health polls and
 where its key came from. Both stay open; every other route requires the key when it has one.
 
-It takes a key the way the engines do: ``--api-key KEY`` (both), ``api-key: KEY`` in the YAML file of
+It takes a key the way the real servers do: ``--api-key KEY`` (both), ``api-key: KEY`` in the YAML file of
 ``--config FILE`` (SGLang), or the environment variable ``VLLM_API_KEY`` (vLLM), in that order.
 
-Flags of its own (they pass through ``backend.engine_args`` like any engine flag):
+Flags of its own (they pass through ``backend.engine_args`` like any server flag):
 
 - ``--standin-health-delay-s S``: answer ``/health`` with 503 for S seconds (a model loading);
 - ``--standin-latency-s S``: each chat waits S seconds;
@@ -34,7 +35,7 @@ from matrix_core.testing.server import FakeOpenAIServer
 
 
 class StandinServer(FakeOpenAIServer):
-    """:class:`FakeOpenAIServer` on a given address, with an engine's ``/health`` route."""
+    """:class:`FakeOpenAIServer` on a given address, with an inference server's ``/health`` route."""
 
     open_paths = ("/health", "/standin")
 
@@ -57,7 +58,7 @@ class StandinServer(FakeOpenAIServer):
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self._port = port
-        print(f"stand-in engine serving {self.models[0]} on {host}:{port}", flush=True)
+        print(f"stand-in server serving {self.models[0]} on {host}:{port}", flush=True)
         await asyncio.Event().wait()
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -90,10 +91,10 @@ def _key(api_key: str | None, config: str | None) -> tuple[str | None, str | Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse an engine's flags (vLLM's ``--model``, SGLang's ``--model-path``; others are accepted and ignored)
-    and serve."""
+    """Parse an inference server's flags (vLLM's ``--model``, SGLang's ``--model-path``; others are accepted and
+    ignored) and serve."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="engine_standin")
+    parser = argparse.ArgumentParser(prog="server_standin")
     parser.add_argument("--model", "--model-path", dest="model", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--api-key")
     parser.add_argument("--config")
     parser.add_argument("--standin-fail-start")
-    options, _engine_flags = parser.parse_known_args(argv)
+    options, _server_flags = parser.parse_known_args(argv)
     if options.standin_fail_start:
         print(options.standin_fail_start, flush=True)
         sys.exit(3)

@@ -1,0 +1,225 @@
+"""Collector without Ray: which rows it admits, how many at once, and how it re-admits the tasks a dead actor took
+with it. Its agents are :class:`~engine_doubles.FinishingAgent` (every task ends ``success`` at once) and its writer
+a :class:`~engine_doubles.FakeWriter`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_doubles import FakeWriter, FinishingAgent, LocalHandle, run_async, settle, wait_until
+from toy_workflow import ToyOrchestrator
+
+from matrix_core.config import InputConfig, RunConfig
+from matrix_core.engine.collector import Collector
+from matrix_core.errors import BadRowError
+
+TOY = "toy_workflow:ToyOrchestrator"
+
+
+@dataclass
+class RowFaultOrchestrator(ToyOrchestrator):
+    """A toy task whose ``from_row`` raises for a row with ``explode``."""
+
+    @classmethod
+    def from_row(cls, id: str, row: dict[str, Any], config: Any) -> ToyOrchestrator:
+        if row.get("explode"):
+            raise ValueError(f"cannot build {id}")
+        return super().from_row(id, row, config)
+
+
+@dataclass
+class Setup:
+    """Collectors of every partition over one input, sharing one agent; one fake writer each."""
+
+    collectors: list[Collector]
+    writers: list[FakeWriter]
+    agent: FinishingAgent
+
+    async def admit_all(self, finished: set[str] = frozenset()) -> list[Any]:
+        """Every partition's ``admit_all``, run together; their counts."""
+        return list(await asyncio.gather(*(c.admit_all(set(finished)) for c in self.collectors)))
+
+    def written(self, partition: int = 0) -> dict[str, dict[str, Any] | None]:
+        return self.writers[partition].records
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def ids(count: int) -> list[dict[str, Any]]:
+    return [{"id": f"t{i}"} for i in range(count)]
+
+
+def make(
+    tmp_path: Path,
+    rows: list[dict[str, Any]],
+    agent: FinishingAgent | None = None,
+    workflow: str = TOY,
+    **run: Any,
+) -> Setup:
+    """Build (inside the running loop) a collector per ``run.partitions`` over ``rows``, started on ``agent``."""
+    source = write_rows(tmp_path / "in.jsonl", rows)
+    run_config = RunConfig(**run)
+    agent = agent or FinishingAgent()
+    writers = [FakeWriter() for _ in range(run_config.partitions)]
+    collectors = [
+        Collector(partition, workflow, None, InputConfig(path=str(source)), run_config, LocalHandle(writer))
+        for partition, writer in enumerate(writers)
+    ]
+    handles = [LocalHandle(collector, name=f"collector {c}") for c, collector in enumerate(collectors)]
+    agent.collectors = handles
+    agents = {role: [LocalHandle(agent)] for role in ToyOrchestrator.roles}
+    for collector in collectors:
+        collector.start(agents, {}, handles)
+    return Setup(collectors, writers, agent)
+
+
+def test_each_partition_admits_only_its_own_rows(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(7), partitions=2)
+        counts = await setup.admit_all()
+        return setup, counts
+
+    setup, counts = run_async(scenario())
+    assert sorted(setup.written(0)) == ["t0", "t2", "t4", "t6"]
+    assert sorted(setup.written(1)) == ["t1", "t3", "t5"]
+    assert [c.admitted for c in counts] == [4, 3]
+    assert all(record["status"] == "success" for w in setup.writers for record in w.records.values())
+
+
+def test_never_more_than_max_concurrency_tasks_are_in_flight(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(20), FinishingAgent(turns=3), max_concurrency=3)
+        (counts,) = await setup.admit_all()
+        return setup, counts
+
+    setup, counts = run_async(scenario())
+    assert len(setup.written()) == 20
+    assert setup.agent.most_held == 3, "the agent held as many as allowed, and never more"
+    assert counts.peak_in_flight == 3
+    assert counts.admitted == 20
+
+
+def test_admission_stops_at_the_limit_until_a_task_finishes(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(5), FinishingAgent(hold=True), max_concurrency=2)
+        admission = asyncio.ensure_future(setup.admit_all())
+        await wait_until(lambda: len(setup.agent.held) == 2, what="two tasks admitted")
+        await settle()
+        held_at_limit = sorted(setup.agent.holding())
+        while not admission.done():
+            await setup.agent.release()
+            await settle()
+        return held_at_limit, sorted(setup.written())
+
+    held_at_limit, written = run_async(scenario())
+    assert held_at_limit == ["t0", "t1"]
+    assert written == [f"t{i}" for i in range(5)]
+
+
+def test_finished_ids_are_skipped_and_counted(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(6))
+        (counts,) = await setup.admit_all({"t1", "t4"})
+        return setup, counts
+
+    setup, counts = run_async(scenario())
+    assert sorted(setup.written()) == ["t0", "t2", "t3", "t5"]
+    assert setup.agent.received == ["t0", "t2", "t3", "t5"]
+    assert (counts.admitted, counts.skipped_finished) == (4, 2)
+
+
+def test_a_duplicate_id_stops_the_run_naming_both_rows(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, [{"id": "a"}, {"id": "b"}, {"id": "a"}])
+        await setup.admit_all()
+
+    source = tmp_path / "in.jsonl"
+    with pytest.raises(BadRowError) as raised:
+        run_async(scenario())
+    assert str(raised.value) == f"{source}:3: duplicate id 'a' (first at {source}:1)"
+
+
+def test_a_from_row_that_raises_ends_only_its_task_as_error(tmp_path):
+    async def scenario():
+        rows = [{"id": "t0"}, {"id": "t1", "explode": True}, {"id": "t2"}]
+        setup = make(tmp_path, rows, workflow=f"{__name__}:RowFaultOrchestrator")
+        await setup.admit_all()
+        return setup
+
+    setup = run_async(scenario())
+    written = setup.written()
+    assert sorted(written) == ["t0", "t1", "t2"]
+    assert written["t0"]["status"] == written["t2"]["status"] == "success"
+    failed = written["t1"]
+    assert (failed["id"], failed["status"]) == ("t1", "error")
+    assert "RowFaultOrchestrator.from_row raised ValueError: cannot build t1" in failed["reason"]
+    assert "t1" not in setup.agent.received
+    assert setup.collectors[0].in_flight == {}, "its admission slot is free again"
+
+
+def test_restart_admits_an_in_flight_task_again_from_its_row(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(3), FinishingAgent(hold=True))
+        collector = setup.collectors[0]
+        admission = asyncio.ensure_future(setup.admit_all())
+        await wait_until(lambda: len(setup.agent.held) == 3, what="three tasks admitted")
+        collector.restart("t1")
+        collector.restart("not-in-flight")
+        await wait_until(lambda: len(setup.agent.held) == 4, what="t1 sent again")
+        await setup.agent.release()
+        (counts,) = await admission
+        return setup, counts
+
+    setup, counts = run_async(scenario())
+    assert sorted(setup.agent.received) == ["t0", "t1", "t1", "t2"]
+    assert counts.readmitted == 1
+    assert counts.admitted == 3, "a re-admission is not a new admission"
+    assert len(setup.writers[0].written) == 3, "the second copy of t1 is ignored"
+
+
+def test_readmit_admits_again_the_tasks_no_live_actor_holds(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(4), FinishingAgent(hold=True))
+        collector = setup.collectors[0]
+        admission = asyncio.ensure_future(setup.admit_all())
+        await wait_until(lambda: len(setup.agent.held) == 4, what="four tasks admitted")
+        readmitted = collector.readmit({"t0", "t3"})
+        await wait_until(lambda: len(setup.agent.held) == 6, what="t1 and t2 sent again")
+        await setup.agent.release()
+        (counts,) = await admission
+        return setup, counts, readmitted
+
+    setup, counts, readmitted = run_async(scenario())
+    assert readmitted == 2
+    assert sorted(setup.agent.received) == ["t0", "t1", "t1", "t2", "t2", "t3"]
+    assert counts.readmitted == 2
+    assert sorted(setup.written()) == ["t0", "t1", "t2", "t3"]
+    assert len(setup.writers[0].written) == 4
+
+
+def test_pause_stops_admission_until_resume(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(3))
+        collector = setup.collectors[0]
+        collector.pause()
+        admission = asyncio.ensure_future(setup.admit_all())
+        await settle()
+        admitted_while_paused = list(setup.agent.received)
+        paused_done = admission.done()
+        collector.resume()
+        (counts,) = await admission
+        return admitted_while_paused, paused_done, setup, counts
+
+    admitted_while_paused, paused_done, setup, counts = run_async(scenario())
+    assert admitted_while_paused == []
+    assert not paused_done
+    assert counts.admitted == 3
+    assert sorted(setup.written()) == ["t0", "t1", "t2"]
