@@ -24,6 +24,20 @@ class CapReport:
 
 
 @dataclass(frozen=True)
+class ConcurrencyReport:
+    """How many requests one backend server got at once over the run."""
+
+    server: str
+    """The server, as ``<base_url> (<model>)``."""
+    mode: str
+    """``auto`` (found while the run went) or the fixed number set."""
+    limit: int
+    """The limit at the end of the run."""
+    history: list[list[float | None]] = field(default_factory=list)
+    """``[seconds since the run started, limit, latency in seconds per output token or null]`` points."""
+
+
+@dataclass(frozen=True)
 class EngineCounters:
     """What the engine counted of the run besides the finished tasks (the driver's and the actors' counters)."""
 
@@ -50,6 +64,8 @@ class EngineCounters:
     """Seconds admission was paused for backend outages."""
     flow_time_s: float = 0.0
     """Seconds from the first admission to the end, without actor start-up."""
+    concurrency: list[ConcurrencyReport] = field(default_factory=list)
+    """Each server's limit over the run, where ``max_concurrency`` gave one (``auto`` or a number)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class RunMetrics:
         """Read what :meth:`to_json` wrote; keys this version does not know are ignored (a newer writer's)."""
         engine = {key: data[key] for key in _names(EngineCounters) if key in data}
         engine["caps"] = [CapReport(**cap) for cap in engine.get("caps", [])]
+        engine["concurrency"] = [ConcurrencyReport(**each) for each in engine.get("concurrency", [])]
         own = {key: data[key] for key in _names(cls) - {"engine"} if key in data}
         return cls(**own, engine=EngineCounters(**engine))
 

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from matrix_core.config.checks import at_least
+from matrix_core.config.checks import ConfigProblem, at_least
+
+AUTO = "auto"
+"""``run.max_concurrency`` / ``backend.max_concurrency``: each backend server's limit found while the run goes."""
 
 
 @dataclass
@@ -19,9 +22,13 @@ class BackendConfig:
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
+    max_concurrency: int | str | None = None
+    """Requests this backend's server gets at once, shared by every role that uses it: a number, or ``auto`` (the
+    run finds it, see docs/engine.md); null: as ``run.max_concurrency`` says."""
 
     def check(self) -> None:
-        """Nothing to refuse in the common keys; a backend's schema adds its rules after ``super().check()``."""
+        """A concurrency the run can use; a backend's schema adds its rules after ``super().check()``."""
+        check_concurrency("max_concurrency", self.max_concurrency)
 
 
 class Routing(Enum):
@@ -54,7 +61,13 @@ class AgentConfig:
 class RunConfig:
     """``run.*``: how the run is driven."""
 
-    max_concurrency: int = 256
+    max_concurrency: int | str = 256
+    """Tasks in flight at once, or ``auto``: each backend server's requests in flight set by a limiter that
+    measures its latency (tasks in flight then up to ``concurrency_ceiling``)."""
+    min_concurrency: int = 1
+    """With ``auto``: the fewest requests a server is left at."""
+    concurrency_ceiling: int = 4096
+    """With ``auto``: the most requests a server is given, and the most tasks in flight."""
     seed: int = 0
     limit: int | None = None
     resume: bool = False
@@ -78,11 +91,32 @@ class RunConfig:
 
     def check(self) -> None:
         """Counts and timeouts a run can work with."""
-        at_least("max_concurrency", self.max_concurrency, 1)
+        check_concurrency("max_concurrency", self.max_concurrency)
+        at_least("min_concurrency", self.min_concurrency, 1)
+        at_least("concurrency_ceiling", self.concurrency_ceiling, self.min_concurrency)
         at_least("limit", self.limit, 0)
         at_least("partitions", self.partitions, 1)
         at_least("max_retries", self.max_retries, 0)
         at_least("stall_timeout_s", self.stall_timeout_s, 0)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ``max_concurrency`` is ``auto``."""
+        return self.max_concurrency == AUTO
+
+    @property
+    def tasks_in_flight(self) -> int:
+        """How many tasks one partition keeps in flight: ``max_concurrency``, or with ``auto`` the ceiling (the
+        limiters then hold requests, not tasks, below it)."""
+        return self.concurrency_ceiling if self.adaptive else int(self.max_concurrency)
+
+
+def check_concurrency(key: str, value: int | str | None) -> None:
+    """A concurrency is a positive number or ``auto``."""
+    if isinstance(value, str) and value != AUTO:
+        raise ConfigProblem(key, f"must be a number or {AUTO}, got {value!r}")
+    if isinstance(value, int):
+        at_least(key, value, 1)
 
 
 @dataclass

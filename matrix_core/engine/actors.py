@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from matrix_core.agent import AgentContext
 from matrix_core.backends.base import BackendError
 from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
+from matrix_core.engine.concurrency import LimitedBackend
 from matrix_core.engine.health import BackendHealth
 from matrix_core.engine.messages import ActorStats, AgentSpec
 from matrix_core.engine.offload import materialize, offload
@@ -42,6 +44,8 @@ class AgentActor:
         self.role = spec.role
         self.config = build_config(agent_cls.config_schema, spec.agent_config)
         self.backend = backend_cls(build_config(backend_cls.config_schema, spec.backend_config))
+        if spec.controller is not None:  # its server's limit: requests wait for a slot here, not in its queue
+            self.backend = LimitedBackend(self.backend, spec.controller, f"{spec.role}-{uuid.uuid4().hex[:8]}")
         context = AgentContext(
             role=spec.role,
             config=self.config,
@@ -53,8 +57,8 @@ class AgentActor:
         self.run = spec.run
         self.health = BackendHealth(self.backend)
         # Unset, as many steps at once as the run can have tasks in flight: no per-actor limit below it.
-        self.max_workers = self.config.max_in_flight or spec.run.max_concurrency * spec.run.partitions
-        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=spec.run.max_concurrency)
+        self.max_workers = self.config.max_in_flight or spec.run.tasks_in_flight * spec.run.partitions
+        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=spec.run.tasks_in_flight)
         self.peers: Peers | None = None
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0

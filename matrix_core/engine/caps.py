@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from matrix_core.config.schemas import AUTO
+
 ENGINE_LIMITS = ("max_num_seqs", "max_running_requests")
 """Engine arguments that bound the requests one vLLM / SGLang server runs at once."""
 
@@ -42,7 +44,10 @@ class Cap:
 
 
 def caps(config: DictConfig, role_backends: Mapping[str, DictConfig]) -> list[Cap]:
-    """The caps of a resolved run, each role's tightest first."""
+    """The caps of a resolved run, each role's tightest first; none with ``run.max_concurrency=auto``, where the
+    run reports each server's limit instead."""
+    if config.run.max_concurrency == AUTO:
+        return []
     asked = config.run.max_concurrency * config.run.partitions
     found = []
     for role, backend in role_backends.items():

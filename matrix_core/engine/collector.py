@@ -48,7 +48,7 @@ class Collector:
         self.input_config = input_config
         self.run = run
         self.writer = writer
-        self.slots = asyncio.Semaphore(run.max_concurrency)
+        self.slots = asyncio.Semaphore(run.tasks_in_flight)
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
         self.telemetry = CollectorTelemetry(partition)

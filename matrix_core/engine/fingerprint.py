@@ -32,6 +32,8 @@ UNTRACKED = (
     "input.skip_bad_rows",
     "backend.base_url",
     "agents.*.backend.base_url",
+    "backend.max_concurrency",
+    "agents.*.backend.max_concurrency",
     "agents.*.replicas",
     "agents.*.max_in_flight",
     "agents.*.routing",

@@ -29,6 +29,9 @@ class AgentSpec:
     backend_config: dict[str, Any]
     """The role's backend section: ``backend.*`` overlaid with ``agents.<role>.backend``."""
     run: RunConfig
+    controller: Any = None
+    """The role's server's :class:`~matrix_core.engine.concurrency.ConcurrencyController` (a Ray actor), None when
+    nothing limits the server's requests but the run's tasks in flight."""
 
     @property
     def backend_name(self) -> str:

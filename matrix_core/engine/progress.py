@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,15 @@ class ProgressDisplay:
             self._task = self._live.add_task(workflow, total=total, stats="")
             self._live.start()
 
-    def update(self, progress: dict[str, Any], in_flight: int) -> None:
-        """Show the writer's latest counts."""
+    def update(self, progress: dict[str, Any], in_flight: int, limits: Sequence[str] = ()) -> None:
+        """Show the writer's latest counts, and each limited server's limit now (``run.max_concurrency=auto``)."""
         elapsed = max(progress["elapsed_s"], 1e-9)
         stats = (
             f"{in_flight} in flight, {progress['failed']} failed, "
             f"{progress['done'] / elapsed:.1f} tasks/s, {progress['tokens'] / elapsed:.0f} tokens/s"
         )
+        if limits:
+            stats += "; " + "; ".join(limits)
         if self._live is not None:
             self._live.update(self._task, completed=progress["done"], stats=stats)
         elif not self.quiet and time.monotonic() - self._last_log >= self.log_every_s:

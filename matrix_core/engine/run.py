@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from matrix_core.engine.actors import AgentActor
 from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
+from matrix_core.engine.concurrency import ConcurrencyController, concurrency_of, server_of
 from matrix_core.engine.inputs import read_rows
 from matrix_core.engine.messages import ActorStats, AgentSpec, PartitionCounts
 from matrix_core.engine.output import OutputLock, check_writable
@@ -41,6 +43,7 @@ LIVENESS_EVERY_S = 2.0
 RemoteAgent = ray.remote(num_cpus=0, max_concurrency=100_000)(AgentActor)
 RemoteCollector = ray.remote(num_cpus=0, max_concurrency=100_000)(Collector)
 RemoteWriter = ray.remote(num_cpus=0, max_concurrency=1)(Writer)
+RemoteController = ray.remote(num_cpus=0)(ConcurrencyController)
 
 
 class RunInterrupted(MatrixError):
@@ -142,6 +145,17 @@ class _Run:
             )
         self.policies = {role: config.agents[role].routing.value for role in orchestrator.roles}
         self.caps = caps(config, resolved.role_backends)
+        by_server: dict[str, list[str]] = {}
+        for role, spec in self.agent_specs.items():
+            by_server.setdefault(server_of(spec.backend_config), []).append(role)
+        self.limited_servers = {
+            server: (roles, mode)
+            for server, roles in by_server.items()
+            if (mode := concurrency_of([self.agent_specs[role].backend_config for role in roles], self.run_config))
+            is not None
+        }
+        """Servers whose requests a controller limits: their roles and ``auto`` or the number."""
+        self.controllers: dict[str, Any] = {}
         self.paused_since: float | None = None
         self.paused_s = 0.0
         self.outages = 0
@@ -163,6 +177,12 @@ class _Run:
         started = time.monotonic()
         try:
             finished = ray.get(writer.finished_ids.remote(config.run.retry_errors)) if config.run.resume else set()
+            for server, (roles, mode) in self.limited_servers.items():
+                self.controllers[server] = RemoteController.remote(server, mode, self.run_config)
+                for role in roles:
+                    self.agent_specs[role] = dataclasses.replace(
+                        self.agent_specs[role], controller=self.controllers[server]
+                    )
             agents = {
                 role: [RemoteAgent.remote(spec) for _ in range(config.agents[role].replicas)]
                 for role, spec in self.agent_specs.items()
@@ -207,7 +227,8 @@ class _Run:
                 # expected to fail too and must not hide it
                 logger.debug("closing the output after the run stopped failed too: %s", cause or error)
             finally:
-                for handle in [*collectors, *(a for handles in agents.values() for a in handles), writer]:
+                everything = [*collectors, *(a for handles in agents.values() for a in handles), writer]
+                for handle in [*everything, *self.controllers.values()]:
                     ray.kill(handle)
         return metrics
 
@@ -236,6 +257,7 @@ class _Run:
             backend_outages=self.outages,
             paused_s=round(self.paused_s, 3),
             flow_time_s=round(time.monotonic() - started, 3),
+            concurrency=ray.get([controller.report_card.remote() for controller in self.controllers.values()]),
         )
         return ray.get(writer.close.remote(engine))
 
@@ -264,7 +286,7 @@ class _Run:
                 progress["tokens"] = sum(s.tokens for s in stats)
                 self._watch_backends(stats, collectors, display)
                 in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
-                display.update(progress, in_flight)
+                display.update(progress, in_flight, self._limits())
                 # a run paused for a backend outage is not stalled: run.outage_timeout_s watches that
                 seen = (progress["done"], sum(s.steps for s in stats))
                 if seen != progress_seen or self.paused_since is not None:
@@ -277,6 +299,14 @@ class _Run:
         finally:
             logs.close()
         return ray.get(runs)
+
+    def _limits(self) -> list[str]:
+        """Each limited server's limit now, and the latency it was set from, for the display."""
+        states = ray.get([controller.state.remote() for controller in self.controllers.values()])
+        return [
+            f"{server}: limit {limit}" + (f" ({latency * 1000:.1f} ms/token)" if latency is not None else "")
+            for server, (limit, latency) in zip(self.controllers, states, strict=True)
+        ]
 
     def _watch_stall(self, idle_s: float, agents: dict[str, list[Any]], collectors: list[Any]) -> None:
         """Stop the run, saying where its tasks are held, once it went ``run.stall_timeout_s`` without progress."""

@@ -12,6 +12,7 @@
 | ``matrix_inbox_depth`` | gauge | ``role``, ``actor`` | tasks waiting in one agent actor's inbox |
 | ``matrix_retries`` | counter | ``role`` | step attempts retried |
 | ``matrix_step_errors`` | counter | ``role`` | steps that failed for good (the task ends with an error status) |
+| ``matrix_concurrency_limit`` | gauge | ``server`` | requests a backend server gets at once (``max_concurrency``) |
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ class CollectorTelemetry:
             self._admitted.inc(self._pending)
             self._pending = 0
         self._in_flight.set(in_flight)
+
+
+class ControllerTelemetry:
+    """The metric of one server's concurrency controller."""
+
+    def __init__(self, server: str) -> None:
+        self._limit = metrics.Gauge("matrix_concurrency_limit", "Requests a server gets at once", ("server",))
+        self._limit.set_default_tags({"server": server})
+
+    def limit(self, limit: int) -> None:
+        """The server's limit is now ``limit``."""
+        self._limit.set(limit)
 
 
 class WriterTelemetry:

@@ -56,6 +56,8 @@ class FakeOpenAIServer:
     exist (any other answers 404 ``DeploymentNotFound``, as Azure does).
 
     :param latency_s: seconds each chat request waits before answering (failures included).
+    :param slots: with ``latency_s``, how many requests the server works on at once, as a continuous-batching
+        server's capacity: more wait in a FIFO queue first (their latency grows, the throughput does not). None: all.
     :param output_tokens: words in each choice's reply, before ``max_tokens`` cuts it.
     :param failure_rate: fraction of chat requests answered with HTTP 500.
     :param rate_limit_rate: fraction of chat requests answered with HTTP 429 and a ``Retry-After`` header.
@@ -90,6 +92,7 @@ class FakeOpenAIServer:
         self,
         *,
         latency_s: float = 0.0,
+        slots: int | None = None,
         output_tokens: int = 16,
         failure_rate: float = 0.0,
         rate_limit_rate: float = 0.0,
@@ -105,6 +108,8 @@ class FakeOpenAIServer:
         api_key: str | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.slots = slots
+        self._slots: asyncio.Semaphore | None = None
         self.output_tokens = output_tokens
         self.failure_rate = failure_rate
         self.rate_limit_rate = rate_limit_rate
@@ -247,7 +252,7 @@ class FakeOpenAIServer:
         counts["max_in_flight"] = max(counts["max_in_flight"], counts["in_flight"])
         try:
             if self.latency_s > 0:
-                await asyncio.sleep(self.latency_s)
+                await self._work()
             status = self._draw_status()
             if status == 429:
                 counts["rate_limited"] += 1
@@ -274,6 +279,16 @@ class FakeOpenAIServer:
             return web.json_response(completion)
         finally:
             counts["in_flight"] -= 1
+
+    async def _work(self) -> None:
+        """Take ``latency_s`` in one of the ``slots`` (waiting for one first, in arrival order)."""
+        if self.slots is None:
+            await asyncio.sleep(self.latency_s)
+            return
+        if self._slots is None:  # made here: it belongs to the server's event loop
+            self._slots = asyncio.Semaphore(self.slots)
+        async with self._slots:
+            await asyncio.sleep(self.latency_s)
 
     async def _azure_chat(self, request: web.Request) -> web.Response:
         if request.match_info["deployment"] not in self.models:
