@@ -8,7 +8,12 @@ get the same answers and the same work. Its capacity, ``slots`` sequences at tho
 every benchmark compares against.
 
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (in flight, queued, completed, tokens,
-busy slot-seconds; ``?times=1`` adds every request's arrival and completion time, for rates over a run).
+busy slot-seconds; ``?times=1`` adds every request's arrival time and each completion's time, latency and output
+tokens, for rates over a run).
+
+Two behaviours a client has to adapt to: ``rate_limit_rps`` (a provider's rate limit: a token bucket; a request over
+it is answered 429 at once, with ``Retry-After`` saying when the next token comes) and ``halve_after_s`` (the server
+loses half its slots that long after its first request, as when a replica goes away).
 
     python benchmarks/simulated_gpu.py --slots 512 --decode-tps 50 --mean-output-tokens 100
 
@@ -61,6 +66,11 @@ class GpuConfig:
     rate_limit_rate: float = 0.0
     """Fraction of requests answered HTTP 429 at once, with ``Retry-After``."""
     retry_after_s: float = 0.05
+    rate_limit_rps: float = 0.0
+    """Requests per second admitted (a token bucket holding one second's worth); each request over it is answered
+    HTTP 429 at once, ``Retry-After`` the seconds until the next token. 0: no limit."""
+    halve_after_s: float = 0.0
+    """Seconds after the first request when the server loses half its slots (requests in them finish). 0: never."""
     seed: int = 0
     model: str = "simulated-gpu"
     reply: str | None = None
@@ -99,11 +109,18 @@ class SimulatedGpu:
     def __init__(self, config: GpuConfig) -> None:
         self.config = config
         self.reply: Reply | None = _import(config.reply) if config.reply else None
+        self.slots = config.slots
+        """Slots now (``halve_after_s`` halves them)."""
         self._free = config.slots
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._started = time.monotonic()
         self._completion_times: list[float] = []
+        self._latencies: list[float] = []
+        self._completion_tokens: list[int] = []
         self._arrival_times: list[float] = []
+        self._bucket = max(config.rate_limit_rps, 1.0)  # tokens; the bucket holds one second's worth
+        self._bucket_at = time.monotonic()
+        self._halved_at: float | None = None
         self.counts = {
             "requests": 0,
             "in_flight": 0,
@@ -132,16 +149,39 @@ class SimulatedGpu:
         elapsed = time.monotonic() - self._started
         stats: dict[str, Any] = {
             **self.counts,
-            "slots": self.config.slots,
+            "slots": self.slots,
             "busy_slot_seconds": round(self.busy_slot_s, 3),
             "elapsed_s": round(elapsed, 3),
-            "utilization": round(self.busy_slot_s / (self.config.slots * elapsed), 4) if elapsed else 0.0,
+            "utilization": round(self.busy_slot_s / (self.slots * elapsed), 4) if elapsed else 0.0,
             "config": asdict(self.config),
+            "halved_at_s": None if self._halved_at is None else round(self._halved_at, 4),
         }
         if times:
             stats["arrival_times"] = [round(t, 4) for t in self._arrival_times]
             stats["completion_times"] = [round(t, 4) for t in self._completion_times]
+            stats["latencies"] = [round(t, 4) for t in self._latencies]
+            stats["completion_token_counts"] = self._completion_tokens
         return stats
+
+    def _over_rate_limit(self) -> float | None:
+        """Takes a token of the rate limit's bucket; None if there was one, else the seconds until the next."""
+        rate = self.config.rate_limit_rps
+        if not rate:
+            return None
+        now = time.monotonic()
+        self._bucket = min(max(rate, 1.0), self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket >= 1.0:
+            self._bucket -= 1.0
+            return None
+        return (1.0 - self._bucket) / rate
+
+    def _halve(self) -> None:
+        """Lose half the slots: requests in them finish, but freed slots beyond the new count are not reused."""
+        lost = self.slots - self.slots // 2
+        self.slots -= lost
+        self._free -= lost
+        self._halved_at = time.monotonic() - self._started
 
     async def _acquire(self) -> None:
         if self._free > 0 and not self._waiting:
@@ -157,17 +197,20 @@ class SimulatedGpu:
             self.counts["queued"] -= 1
 
     def _release(self) -> None:
-        while self._waiting:
+        self._free += 1  # below zero after the slots halved, until enough requests left them
+        while self._free > 0 and self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():  # a client that hung up while queued left a cancelled waiter
                 waiter.set_result(None)
-                return
-        self._free += 1
+                self._free -= 1
 
     async def _chat(self, request: web.Request) -> web.Response:
         counts = self.counts
         counts["requests"] += 1
-        self._arrival_times.append(time.monotonic() - self._started)
+        arrival = time.monotonic() - self._started
+        self._arrival_times.append(arrival)
+        if counts["requests"] == 1 and self.config.halve_after_s:
+            asyncio.get_running_loop().call_later(self.config.halve_after_s, self._halve)
         try:
             body = await request.json()
         except ValueError:
@@ -179,6 +222,9 @@ class SimulatedGpu:
         if config.rate_limit_rate and _draw(messages, config, f"429:{counts['requests']}") < config.rate_limit_rate:
             counts["rate_limited"] += 1
             return _error(429, "rate limited by the simulated GPU", {"Retry-After": str(config.retry_after_s)})
+        if (wait := self._over_rate_limit()) is not None:
+            counts["rate_limited"] += 1
+            return _error(429, "over the simulated GPU's rate limit", {"Retry-After": f"{wait:.3f}"})
         wanted = output_length(messages, config)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         produced = min(wanted, limit) if limit else wanted
@@ -198,7 +244,10 @@ class SimulatedGpu:
         counts["completed"] += 1
         counts["prompt_tokens"] += prompt
         counts["completion_tokens"] += produced
-        self._completion_times.append(time.monotonic() - self._started)
+        completed = time.monotonic() - self._started
+        self._completion_times.append(completed)
+        self._latencies.append(completed - arrival)
+        self._completion_tokens.append(produced)
         content = self.reply(body, produced) if self.reply else filler(produced)
         self._ids += 1
         return web.json_response(
@@ -286,7 +335,8 @@ def fetch_stats(base_url: str, times: bool = False) -> dict[str, Any]:
 
 class Meter:
     """What the simulated GPU did inside a ``with`` block: requests completed, completion tokens, and the span
-    from the first request's arrival to the last completion (so a client's start-up does not count)."""
+    from the first request's arrival to the last completion (so a client's start-up does not count); each
+    arrival, and each completion's time, latency and output tokens; requests answered 429."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -294,6 +344,11 @@ class Meter:
         self.completion_tokens = 0
         self.seconds = 0.0
         self.completion_times: list[float] = []
+        self.arrival_times: list[float] = []
+        self.latencies: list[float] = []
+        self.completion_token_counts: list[int] = []
+        self.rate_limited = 0
+        self.halved_at_s: float | None = None
 
     def __enter__(self) -> Meter:
         self._before = fetch_stats(self.base_url, times=True)
@@ -304,8 +359,13 @@ class Meter:
         before = self._before
         self.completed = after["completed"] - before["completed"]
         self.completion_tokens = after["completion_tokens"] - before["completion_tokens"]
-        arrivals = after["arrival_times"][len(before["arrival_times"]) :]
-        self.completion_times = after["completion_times"][len(before["completion_times"]) :]
+        arrivals = self.arrival_times = after["arrival_times"][len(before["arrival_times"]) :]
+        done = len(before["completion_times"])
+        self.completion_times = after["completion_times"][done:]
+        self.latencies = after["latencies"][done:]
+        self.completion_token_counts = after["completion_token_counts"][done:]
+        self.rate_limited = after["rate_limited"] - before["rate_limited"]
+        self.halved_at_s = after["halved_at_s"]
         if arrivals and self.completion_times:
             self.seconds = self.completion_times[-1] - arrivals[0]
 

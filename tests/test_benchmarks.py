@@ -172,8 +172,9 @@ def test_results_verdicts_and_lines():
     assert Result("z", "kb", {}, spread).met() is None
 
 
-def run_smoke(script: str, out: Path, timeout: int = 400) -> list[dict]:
-    """Run ``script --smoke``; returns the results of the JSON file it wrote, after checking its summary lines."""
+def run_smoke(script: str, out: Path, timeout: int = 400, positive: bool = True) -> list[dict]:
+    """Run ``script --smoke``; returns the results of the JSON file it wrote, after checking its summary lines (and,
+    with ``positive``, that every measured value is above zero: not where a result counts failures)."""
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out)],
         capture_output=True,
@@ -188,9 +189,10 @@ def run_smoke(script: str, out: Path, timeout: int = 400) -> list[dict]:
     assert document["smoke"] is True
     assert {"date", "commit", "machine", "benchmark"} <= set(document)
     for entry in document["results"]:
-        assert entry["ours"]["median"] > 0
         assert entry["ours"]["low"] <= entry["ours"]["median"] <= entry["ours"]["high"]
-        assert all(spread["median"] > 0 for spread in entry["baselines"].values())
+        if positive:
+            assert entry["ours"]["median"] > 0
+            assert all(spread["median"] > 0 for spread in entry["baselines"].values())
         assert any(line.startswith(entry["name"] + " ") for line in result.stdout.splitlines())
     return document["results"]
 
@@ -225,6 +227,26 @@ def test_offloading_smoke(tmp_path):
     assert mean["ours"]["median"] < mean["baselines"]["inline"]["median"]
     assert last["ours"]["median"] < last["baselines"]["inline"]["median"]
     assert throughput["metric"] == "output_tokens_per_s"
+
+
+def test_adaptive_smoke(tmp_path):
+    results = run_smoke("adaptive.py", tmp_path, positive=False)  # 429s and errors may be none
+    by_name = {entry["name"]: entry for entry in results}
+    assert set(by_name) == {
+        "auto_throughput",
+        "auto_latency",
+        "auto_rate_limit_sent",
+        "auto_rate_limit_errors",
+        "auto_rate_limit_429s",
+        "auto_rate_limit_throughput",
+        "auto_follows_halving",
+    }
+    throughput = by_name["auto_throughput"]
+    assert throughput["ours"]["median"] > 0
+    assert set(throughput["ratios"]) == {"best_fixed"}
+    assert f"fixed_{throughput['params']['best_fixed']}" in throughput["baselines"]
+    document = json.loads((tmp_path / "adaptive.json").read_text())
+    assert all(run["history"] for run in document["auto_runs"])  # the limit over time, for the plot
 
 
 @pytest.mark.skipif(
