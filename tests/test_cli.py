@@ -155,9 +155,9 @@ def test_unknown_workflow_lists_known_ones_and_exits_2(hello):
 
 
 def test_bad_override_exits_2_naming_the_key(hello):
-    result = matrix("run", "hello", "run.max_concurrency=lots")
+    result = matrix("run", "hello", "run.partitions=lots")
     assert result.exit_code == 2
-    assert result.output.startswith("Error: override #1: run.max_concurrency: Value 'lots'")
+    assert result.output.startswith("Error: override #1: run.partitions: Value 'lots'")
     assert len(result.output.strip().splitlines()) == 1
 
 
