@@ -180,11 +180,11 @@ class Writer:
             workflow={key: value / done for key, value in sorted(self.workflow_sums.items())} if done else {},
             engine=engine,
         )
-        # reasons are error messages, which may quote a key
-        metrics = RunMetrics.from_json(redact(metrics.to_json()))
+        shown = redact(metrics.to_json())  # reasons are error messages, which may quote a key
+        metrics = RunMetrics.from_json(shown)
         try:
             with self._writing(self.metrics_path), replace_atomically(self.metrics_path) as file:
-                file.write((json.dumps(metrics.to_json(), indent=2) + "\n").encode())
+                file.write((json.dumps(shown, indent=2) + "\n").encode())
         except OutputError as error:
             first = first or error
         self.lock.release()
