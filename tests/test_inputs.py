@@ -424,6 +424,31 @@ def test_a_parquet_file_corrupt_in_the_middle_is_one_line_naming_it_skipped_or_n
         assert read == [f"r{index}" for index in range(len(read))], "what was read before is good"
 
 
+def test_a_parquet_file_whose_pages_end_before_its_footer_count_is_corrupt(tmp_path):
+    """A damaged page header can make pyarrow end a column early with no error (found by test_inputs_fuzz)."""
+    written = tmp_path / "good.parquet"
+    texts = pa.array([b""], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["r0"], "text": texts}), written, compression="zstd", write_page_checksum=True)
+    good = written.read_bytes()
+    path = tmp_path / "in.parquet"
+    silently_short = []
+    for offset in range(4, len(good) - 8):  # one byte at a time, up to the footer's length and magic
+        for value in (0, 1):
+            damaged = bytearray(good)
+            damaged[offset] = value
+            path.write_bytes(bytes(damaged))
+            try:
+                short = sum(batch.num_rows for batch in pq.ParquetFile(path).iter_batches()) == 0
+            except (pa.ArrowException, OSError):
+                continue
+            if short:
+                silently_short.append(offset)
+                with pytest.raises(MatrixError) as raised:
+                    list(read_rows(InputConfig(path=str(path), skip_bad_rows=True)))
+                assert str(raised.value) == f"{path}: corrupt from row 0 on (rows end at 0; the footer counts 1)"
+    assert silently_short, "pyarrow no longer reads any damaged byte of this file as fewer rows"
+
+
 def test_a_parquet_string_that_is_not_utf8_is_a_bad_row(tmp_path):
     path = tmp_path / "in.parquet"
     texts = pa.array([b"fine", b"\xff\xfe", b"also fine"], pa.binary()).view(pa.string())  # a careless writer's

@@ -254,10 +254,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
 def _read_parquet(path: Path) -> Iterator[_Record]:
     with _open(path) as file:
         try:  # verifies the checksums of pages that have one (writers add them on request)
-            batches = pq.ParquetFile(file, page_checksum_verification=True).iter_batches(batch_size=BATCH_ROWS)
+            parquet = pq.ParquetFile(file, page_checksum_verification=True)
+            batches = parquet.iter_batches(batch_size=BATCH_ROWS)
         except (pa.ArrowException, OSError) as error:  # pyarrow raises a plain OSError for a corrupt file
             raise MatrixError(f"{path}: not a readable parquet file ({_one_line(error)})") from None
-        yield from _batch_records(path, batches)
+        # a corrupt page header can make pyarrow end a column early without an error: the footer's count catches it
+        yield from _batch_records(path, batches, expected_rows=parquet.metadata.num_rows)
 
 
 def _read_hf(directory: Path) -> Iterator[_Record]:
@@ -284,9 +286,11 @@ def _hf_data_files(directory: Path) -> list[Path]:
         raise MatrixError(f"{state}: not a datasets state file ({error.__class__.__name__}: {error})") from None
 
 
-def _batch_records(path: Path, batches: Iterable[pa.RecordBatch]) -> Iterator[_Record]:
-    """The rows of ``batches``; a batch that cannot be read ends them with a :class:`MatrixError` naming the row it
-    starts at."""
+def _batch_records(
+    path: Path, batches: Iterable[pa.RecordBatch], expected_rows: int | None = None
+) -> Iterator[_Record]:
+    """The rows of ``batches``; a batch that cannot be read, or batches that end before ``expected_rows``, end them
+    with a :class:`MatrixError` naming the row it starts at."""
     # rows count from 0, as pandas, pyarrow and datasets index them
     number = 0
     batches = iter(batches)
@@ -296,6 +300,9 @@ def _batch_records(path: Path, batches: Iterable[pa.RecordBatch]) -> Iterator[_R
         except (pa.ArrowException, OSError) as error:
             raise MatrixError(f"{path}: corrupt from row {number} on ({_one_line(error)})") from None
         if batch is None:
+            if expected_rows is not None and number != expected_rows:
+                counts = f"rows end at {number}; the footer counts {expected_rows}"
+                raise MatrixError(f"{path}: corrupt from row {number} on ({counts})")
             return
         for start in range(0, batch.num_rows, BATCH_ROWS):
             for record in _slice_records(path, batch.slice(start, BATCH_ROWS), number):
