@@ -125,9 +125,10 @@ def test_serve_prints_endpoints_and_key_files_that_answer_until_backends_stop(se
     assert served.process.wait(timeout=30) == 0
 
 
-def test_ctrl_c_stops_what_serve_started(served):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_what_serve_started(served, signum):
     name = served.until("Stop:")[1].split()[0]
-    os.kill(served.process.pid, signal.SIGINT)
+    os.kill(served.process.pid, signum)  # at once: from the first line on, the signal is waited for, not raised
     assert served.until("Stopped 2 server replicas.")
     assert served.process.wait(timeout=30) == 0
     left = CliRunner().invoke(cli, ["backends", "stop", name[:-2]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from matrix_core.errors import MatrixError
 from matrix_core.private_files import private_directory, write_private
 
 WATCH_S = 2.0
+STOP_POLL_S = 0.1
 KEY_VARIABLE = "MATRIX_SERVER_KEY"
 """The variable `matrix serve` suggests for handing a replica's key to an `openai` backend."""
 
@@ -47,7 +49,7 @@ def serve(config_files: tuple[str, ...], cluster: str | None, address: str | Non
 
     Prints each replica's base URL and the 0600 file holding its key (for runs with backend.type=openai), and their
     Ray names (runs on the same Ray cluster with the same backend settings reuse them, and get the keys from Ray).
-    Stops them on Ctrl-C; `matrix backends stop` stops them from elsewhere.
+    Stops them on Ctrl-C or SIGTERM; `matrix backends stop` stops them from elsewhere.
     """
     from matrix_core import config
     from matrix_core.backends.inference_server import InferenceServerBackend
@@ -65,25 +67,23 @@ def serve(config_files: tuple[str, ...], cluster: str | None, address: str | Non
         names = backend.actor_names()
         pairs = zip(names, endpoints, strict=True)
         key_files = [write_key_file(name, key) for name, (_, key) in pairs]
-        click.echo(
-            f"Serving {backend.config.model} with {backend.backend_type} on {len(names)} replicas "
-            f"(Ray at {ray_address}):"
-        )
-        for name, (base_url, _), key_file in zip(names, endpoints, key_files, strict=True):
-            click.echo(f"  {name}  {base_url}  key in {key_file}")
-        click.echo(f'Use one:  export {KEY_VARIABLE}="$(cat {key_files[0]})"')
-        click.echo(
-            f"          matrix run ... backend.type=openai backend.base_url={endpoints[0][0]} "
-            f"backend.api_key_env={KEY_VARIABLE}"
-        )
-        click.echo(f"Stop:     Ctrl-C, or matrix backends stop --address {ray_address}")
-        try:
-            _wait_until_stopped(names)
-        except KeyboardInterrupt:
-            stopped = stop_servers(names)
-            click.echo(f"Stopped {len(stopped)} server replicas.")
-            return
-        click.echo("The servers were stopped.")
+        with _stop_signals() as stop:  # from here Ctrl-C stops the servers, wherever the main thread is
+            click.echo(
+                f"Serving {backend.config.model} with {backend.backend_type} on {len(names)} replicas "
+                f"(Ray at {ray_address}):"
+            )
+            for name, (base_url, _), key_file in zip(names, endpoints, key_files, strict=True):
+                click.echo(f"  {name}  {base_url}  key in {key_file}")
+            click.echo(f'Use one:  export {KEY_VARIABLE}="$(cat {key_files[0]})"')
+            click.echo(
+                f"          matrix run ... backend.type=openai backend.base_url={endpoints[0][0]} "
+                f"backend.api_key_env={KEY_VARIABLE}"
+            )
+            click.echo(f"Stop:     Ctrl-C, or matrix backends stop --address {ray_address}")
+            if _wait_until_stopped(names, stop):
+                click.echo(f"Stopped {len(stop_servers(names))} server replicas.")
+            else:
+                click.echo("The servers were stopped.")
 
 
 @click.command("stop")
@@ -195,21 +195,49 @@ def write_key_file(name: str, key: str) -> Path:
     return path
 
 
-def _wait_until_stopped(names: Sequence[str]) -> None:
-    """Return once none of the named replicas is left (``matrix backends stop``, or restarts spent)."""
+@dataclass
+class _StopRequest:
+    """Set by Ctrl-C or SIGTERM (a plain flag: a signal handler may not take the locks a threading.Event takes)."""
+
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[_StopRequest]:
+    """A flag that Ctrl-C or SIGTERM sets while the block runs, instead of a KeyboardInterrupt raised wherever the
+    main thread happens to be (inside Ray's client, or between two lines); the handlers before are put back after."""
+    stop = _StopRequest()
+
+    def request(signum: int, frame: Any) -> None:
+        stop.requested = True
+
+    previous = {number: signal.signal(number, request) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _wait_until_stopped(names: Sequence[str], stop: _StopRequest) -> bool:
+    """Wait until ``stop`` is requested (True) or none of the named replicas is left (False: ``matrix backends
+    stop``, or restarts spent)."""
     import ray
 
     from matrix_core.backends.inference_server import NAMESPACE
 
-    while True:
+    while not stop.requested:
         alive = {
             actor["name"]
             for actor in ray.util.list_named_actors(all_namespaces=True)
             if actor["namespace"] == NAMESPACE
         }
         if not alive & set(names):
-            return
-        time.sleep(WATCH_S)
+            return False
+        looked = time.monotonic()
+        while not stop.requested and time.monotonic() - looked < WATCH_S:
+            time.sleep(STOP_POLL_S)
+    return True
 
 
 async def _start(backend: Any) -> list[tuple[str, str]]:
