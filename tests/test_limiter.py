@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
+import random
+import statistics
 from dataclasses import dataclass
 
 import pytest
@@ -17,11 +20,13 @@ TOKENS = 20
 @dataclass
 class Server:
     """A continuous-batching server: ``slots`` requests decode at once at ``base`` seconds per token; more wait, so
-    the latency per token grows as ``base x in_flight / slots``. Beyond ``refuse_above`` in flight it answers 429."""
+    the latency per token grows as ``base x in_flight / slots``. Beyond ``refuse_above`` in flight it answers 429
+    (``rate_limited``: with a Retry-After, as a rate limit does; else as an overloaded server does)."""
 
     slots: int
     base: float = 0.01
     refuse_above: int | None = None
+    rate_limited: bool = False
 
     def latency(self, in_flight: int) -> float:
         """Seconds per output token of a request sent while ``in_flight`` requests (itself included) are."""
@@ -47,7 +52,7 @@ class Client:
             latency = self.server.latency(admitted)
             self.now += latency * TOKENS
             for _ in range(sent - admitted):
-                self.limiter.overloaded(self.now)
+                self.limiter.overloaded(self.now, rate_limited=self.server.rate_limited)
             closed = self.limiter.windows
             for _ in range(admitted):
                 self.limiter.record(latency, sent, self.now)
@@ -65,14 +70,50 @@ WIDE = LimiterSettings(ceiling=16384)
 """A ceiling above every modelled server's knee, so that the limit settles where latency does, not at the ceiling."""
 
 
-@pytest.mark.parametrize(("slots", "windows"), [(64, 4), (512, 7), (4096, 11)])
-def test_limit_settles_above_the_slots(slots: int, windows: int) -> None:
-    """From 16, slow start doubles past the slots; the limit then settles at 1.5 to 1.54 x slots (the tolerance)."""
+@pytest.mark.parametrize(("slots", "windows"), [(64, 4), (512, 7), (4096, 10)])
+def test_limit_settles_just_above_the_slots(slots: int, windows: int) -> None:
+    """From 16, slow start doubles past the slots and its first window there cuts straight back to the target; the
+    limit then holds at 1.1 to 1.13 x slots (latency within target, past the point where it may grow)."""
     client = Client(GradientLimiter(WIDE), Server(slots))
     limits = client.run(60)
-    assert settled_after(limits, slots, 1.6 * slots) == windows
-    assert all(1.5 * slots <= limit <= 1.55 * slots for limit in limits[windows + 2 :])
+    assert settled_after(limits, slots, 1.15 * slots) == windows
+    assert all(1.1 * slots <= limit <= 1.13 * slots for limit in limits[windows + 2 :])
     assert not client.limiter.slow_start
+
+
+def queued_run(limiter: GradientLimiter, slots: int, seconds: float, request_s: float) -> tuple[list[int], float]:
+    """A closer model, where latency lags the limit: requests of 50 to 150 tokens (``request_s`` for 100) take the
+    first free of ``slots`` in the order sent; the client sends whenever fewer than the limit are in flight. Returns
+    the limit after each window and the median seconds a request took over the second half of the run."""
+    draw = random.Random(0)
+    free_at = [0.0] * slots  # when each slot is next free
+    flying: list[tuple[float, float, int, int]] = []  # (done, sent, in flight when sent, tokens)
+    limits: list[int] = []
+    took: list[tuple[float, float]] = []
+    now = 0.0
+    while now < seconds:
+        while len(flying) < limiter.limit:
+            tokens = draw.randint(50, 150)
+            done = max(now, heapq.heappop(free_at)) + request_s * tokens / 100
+            heapq.heappush(free_at, done)
+            heapq.heappush(flying, (done, now, len(flying) + 1, tokens))
+        now, sent, in_flight, tokens = heapq.heappop(flying)
+        closed = limiter.windows
+        limiter.record((now - sent) / tokens, in_flight, now)
+        took.append((now, now - sent))
+        limits += [limiter.limit] * (limiter.windows - closed)
+    return limits, statistics.median(seconds_taken for at, seconds_taken in took if at > seconds / 2)
+
+
+@pytest.mark.parametrize(("slots", "request_s"), [(64, 0.5), (512, 4.0)])
+def test_slow_start_overshoots_little_when_latency_lags(slots: int, request_s: float) -> None:
+    """Latency shows a doubling only once requests sent at the new limit complete, a request-time later; judging
+    those apart keeps slow start's peak within 2.5 x slots, and the limit then holds where requests barely queue."""
+    limits, median_s = queued_run(GradientLimiter(WIDE), slots, 300, request_s)
+    assert max(limits) <= 2.5 * slots
+    settled = limits[len(limits) // 2 :]
+    assert slots <= min(settled) and max(settled) <= 1.2 * slots
+    assert median_s <= 1.2 * request_s
 
 
 def test_the_ceiling_holds_a_server_larger_than_it() -> None:
@@ -82,33 +123,33 @@ def test_the_ceiling_holds_a_server_larger_than_it() -> None:
     assert set(limits[8:]) == {4096}
 
 
-def test_tolerance_sets_how_much_queue_the_limit_keeps() -> None:
-    """With tolerance 1.1 the limit settles at 1.1 x slots instead of 1.5 x."""
-    limits = Client(GradientLimiter(LimiterSettings(tolerance=1.1)), Server(512)).run(40)
-    assert all(1.09 * 512 <= limit <= 1.11 * 512 for limit in limits[10:])
+def test_target_sets_how_much_queue_the_limit_keeps() -> None:
+    """With target 1.3 the limit settles at 1.3 x slots instead of 1.1 x."""
+    limits = Client(GradientLimiter(LimiterSettings(target=1.3, tolerance=1.6)), Server(512)).run(40)
+    assert all(1.29 * 512 <= limit <= 1.31 * 512 for limit in limits[10:])
 
 
 def test_limit_follows_capacity_halving_within_three_windows() -> None:
-    """Slots fall from 512 to 256: the limit falls at most 20% a window, to 1.5 x 256, in three windows."""
+    """Slots fall from 512 to 256: the limit falls at most 20% a window, to 1.14 x 256, in three windows."""
     server = Server(512)
     client = Client(GradientLimiter(WIDE), server)
-    assert set(client.run(30)[-10:]) <= set(range(768, 780))
+    assert set(client.run(30)[-10:]) == {568}
     server.slots = 256
     limits = client.run(30)
-    assert settled_after(limits, 256, 1.6 * 256) == 3
-    assert limits[:3] == [614, 492, 393]
+    assert settled_after(limits, 256, 1.15 * 256) == 3
+    assert limits[:3] == [454, 363, 291]
 
 
 def test_slower_server_resets_the_baseline_at_the_minimum() -> None:
     """Every token takes twice as long (a bigger model): latency past tolerance at any load pins the limit down to
-    the minimum, whose window resets the baseline; slow start then brings the limit back within 42 windows."""
+    the minimum, whose window resets the baseline; slow start then brings the limit back within 39 windows."""
     server = Server(512)
     client = Client(GradientLimiter(WIDE), server)
     client.run(30)
     server.base *= 2
     limits = client.run(80)
     assert min(limits) == 1
-    assert settled_after(limits, 512, 1.6 * 512) == 42
+    assert settled_after(limits, 512, 1.15 * 512) == 39
     assert not client.limiter.slow_start
 
 
@@ -125,13 +166,24 @@ def test_refusals_keep_the_limit_below_the_refusal_point() -> None:
     assert not client.limiter.slow_start
 
 
+def test_a_rate_limit_is_cut_gently() -> None:
+    """Refusals that say when to come back (a rate limit, not an overload) cut the limit by 0.8: it saws between 82
+    and 104 around the 100 the server admits (mean 92), where halving saws between 52 and 102 (mean 76)."""
+    client = Client(GradientLimiter(WIDE), Server(512, refuse_above=100, rate_limited=True))
+    limits = client.run(200)
+    after = limits[limits.index(max(limits)) + 1 :]
+    assert min(after) >= 82
+    assert max(after) <= 104
+    assert sum(after) / len(after) >= 90
+
+
 def test_application_limited_run_does_not_inflate_its_limit() -> None:
     """A client with only 10 requests to send keeps the limit at twice that; with more, slow start takes over."""
     client = Client(GradientLimiter(WIDE), Server(512), demand=10)
     assert set(client.run(50)) == {20}
     assert client.limiter.slow_start
     client.demand = None
-    assert settled_after(client.run(30), 512, 1.6 * 512) == 8
+    assert settled_after(client.run(30), 512, 1.15 * 512) == 6
 
 
 OPERATIONS = st.lists(

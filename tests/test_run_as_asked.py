@@ -82,6 +82,19 @@ def test_each_attempt_is_one_request_and_retry_after_is_waited_out(ray_session, 
     assert metrics_of(output)["retries"] == 2
 
 
+def test_a_rate_limits_refusal_is_an_answer_not_an_outage(ray_session, tmp_path):
+    """A 429 with Retry-After says the server is up and pacing its clients: no probe (it would spend the rate
+    limit's tokens and be refused too), no pause; the step waits the time asked and goes again."""
+    with FakeOpenAIServer(script=[429, 429], retry_after_s=0.3).in_thread() as server:
+        result, output = run_inference(server, tmp_path, 1, "run.retry_backoff_s=0.01", "run.max_retries=2")
+        probes = server.stats()["probes"]
+    assert result.exit_code == 0, result.output
+    assert [record["status"] for record in records(output)] == ["success"]
+    assert probes == 0
+    metrics = metrics_of(output)
+    assert metrics["backend_outages"] == 0 and metrics["retries"] == 2
+
+
 def test_a_step_that_keeps_failing_costs_one_request_per_attempt(ray_session, tmp_path):
     def refuse_row_3(body: dict[str, Any]) -> str | None:
         if body["messages"][-1]["content"] == "row 3":

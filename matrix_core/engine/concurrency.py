@@ -81,10 +81,19 @@ class ConcurrencyController:
         """Requests the server gets at once now."""
         return self.limiter.limit if self.limiter is not None else int(self.mode)
 
-    def report(self, actor: str, samples: list[tuple[float, int]], overloads: int, demand: int, in_use: int) -> int:
+    def report(
+        self,
+        actor: str,
+        samples: list[tuple[float, int]],
+        overloads: int,
+        demand: int,
+        in_use: int,
+        rate_limits: int = 0,
+    ) -> int:
         """An agent actor's news since its last report: each request it completed, as (seconds per output token,
         its own requests in flight when it started); how many were refused or timed out; how many it wants at once
-        (in use plus waiting) and has in use. Returns its share of the limit."""
+        (in use plus waiting) and has in use; and how many refusals said when to come back (a rate limit's 429,
+        counted apart from ``overloads``). Returns its share of the limit."""
         share = self._actors.setdefault(actor, _Share())
         share.demand, share.in_use = demand, in_use
         now = time.monotonic()
@@ -92,6 +101,8 @@ class ConcurrencyController:
             others = sum(each.in_use for name, each in self._actors.items() if name != actor)
             for _ in range(overloads):
                 self.limiter.overloaded(now)
+            for _ in range(rate_limits):
+                self.limiter.overloaded(now, rate_limited=True)
             for latency, started_with in samples:
                 self.limiter.record(latency, started_with + others, now)
         self._note()
@@ -175,6 +186,7 @@ class LimitedBackend(Backend):
         self.slots = Slots(1)
         self._samples: list[tuple[float, int]] = []
         self._overloads = 0
+        self._rate_limits = 0
         self._sync: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -196,7 +208,9 @@ class LimitedBackend(Backend):
             try:
                 response = await self.inner.chat(messages, sampling, tools, task_id=task_id)
             except BackendError as error:
-                if error.unavailable or error.retry_after_s is not None:  # 429, 5xx, a timeout: the server is full
+                if error.retry_after_s is not None:  # a 429 (or 503) that says when to come back: a rate limit
+                    self._rate_limits += 1
+                elif error.unavailable:  # 5xx, a timeout: the server is full
                     self._overloads += 1
                 raise
         latency = (time.monotonic() - started) / max(response.usage.completion_tokens, 1)
@@ -223,6 +237,9 @@ class LimitedBackend(Backend):
     async def _report(self) -> None:
         samples, self._samples = self._samples, []
         overloads, self._overloads = self._overloads, 0
+        rate_limits, self._rate_limits = self._rate_limits, 0
         demand = self.slots.in_use + self.slots.waiting
-        share = await self.controller.report.remote(self.actor, samples, overloads, demand, self.slots.in_use)
+        share = await self.controller.report.remote(
+            self.actor, samples, overloads, demand, self.slots.in_use, rate_limits
+        )
         await self.slots.set_limit(share)

@@ -32,7 +32,8 @@ class BackendHealth:
 
     After a request failed as ``unavailable``, :meth:`check` probes the backend (one probe at a time, shared by every
     step that asks). If the probe fails too, the backend is down: one loop probes it, with backoff, until it
-    answers, and every step that asks waits for that.
+    answers, and every step that asks waits for that. A refusal that says when to come back (``Retry-After``: a rate
+    limit) is an answer: the server is up and pacing its clients, so it is neither probed nor waited out here.
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -50,6 +51,8 @@ class BackendHealth:
         """After ``error`` (``unavailable``): True once the backend was down and answers again (the step may be
         tried again without counting it), False when the backend answers (the failure was the request's own)."""
         if self.outage is None:
+            if error.retry_after_s is not None:  # refused with a time to come back (a rate limit): it answers
+                return False
             if time.monotonic() - self._answered_at < FRESH_S or await self._probe_once():
                 return False
             if self.outage is None:
@@ -71,6 +74,9 @@ class BackendHealth:
         try:
             await self.backend.probe()
         except Exception as error:  # whatever the probe raised, the backend did not answer: it is the outage's error
+            if isinstance(error, BackendError) and error.retry_after_s is not None:
+                self._answered_at = time.monotonic()  # refused with a time to come back: it answers
+                return True
             if self.outage is not None:
                 self.outage = Outage(self.outage.since, " ".join(str(error).split()) or type(error).__name__)
             return False

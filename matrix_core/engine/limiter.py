@@ -2,22 +2,29 @@
 
 Completed requests are grouped in windows (at least ``window_s`` seconds and ``window_samples`` requests, or
 ``5 x window_s`` with any). A window's latency is its mean seconds per output token; the baseline is the lowest
-window latency seen, and ``gradient = clamp(tolerance x baseline / latency, 0.5, 1)`` falls below 1 as a queue builds.
+window latency seen. Latency at ``target`` x baseline or below means no queue worth the name: the limit may grow.
+Past ``tolerance`` x baseline requests wait in the server's queue: the limit is cut toward the load that brings
+latency back to ``target`` x baseline. In between it holds, so that noise in either direction does not move it.
 
-- Slow start: while the gradient is 1, the limit doubles each window. It ends at the first gradient below 1 or the
-  first overload.
-- Congestion avoidance (Netflix's Gradient2): with gradient 1 the limit grows by ``smoothing x sqrt(limit)`` (the
-  queue allowance, weighted as a new estimate); below 1 it falls toward ``in_flight x gradient`` (the window's mean
-  requests in flight), the load at which a latency that grows with the queue is back at ``tolerance x baseline``,
-  by at most ``smoothing`` of itself per window, so that one noisy window costs little. The limit thus settles
-  where latency is ``tolerance`` x baseline.
+- Slow start: the limit doubles each window within ``target``. A window mostly holds requests sent before the last
+  doubling, whose latency cannot show it; so requests sent with more than the limit before the last doubling in
+  flight (*fresh* ones) are judged on their own, and the first fresh ones past ``target`` end slow start with one
+  cut straight to ``in_flight x target x baseline / latency`` of theirs (no smoothing: the overshoot is known).
+- Congestion avoidance (as Netflix's Gradient2): within ``target`` the limit grows by ``smoothing x sqrt(limit)``;
+  past ``tolerance`` it falls toward ``in_flight x target x baseline / latency`` (the window's mean requests in
+  flight, the load at which a latency that grows with the queue is back at ``target``), by at most ``smoothing`` of
+  itself per window, so that one noisy window costs little.
 - Growth never takes the limit past twice the most requests a window had in flight: a run that does not use its limit
-  does not raise it, and a window of requests sent before the last doubling does not double it again.
-- Overload (429, 503, Retry-After, a timeout): the limit is multiplied by ``backoff``, at most once per window (a
-  burst of refusals is one signal; with no request completing, once per ``5 x window_s``).
+  does not raise it.
+- Overload: the limit is multiplied by ``backoff`` (a timeout, a 503) or ``rate_backoff`` (a 429 with
+  ``Retry-After``: the server is healthy and says when to come back), at most once per window (a burst of refusals is
+  one signal; with no request completing, once per ``5 x window_s``).
 - Forgetting: a window run at ``minimum`` sets the baseline to its latency, the server's latency with no queue as it
   is now. Past tolerance, the old baseline was stale (a slower model or hardware had pinned the limit at the minimum):
   slow start resumes.
+
+Latency is read as queueing. An engine whose time per token rises with its batch even below its capacity shows that
+rise too, and the limit stops where it reaches ``target``: pin ``run.max_concurrency`` when a sweep finds more.
 """
 
 from __future__ import annotations
@@ -36,10 +43,14 @@ class LimiterSettings:
     """The lowest limit (``run.min_concurrency``)."""
     ceiling: int = 4096
     """The highest limit (``run.concurrency_ceiling``)."""
-    tolerance: float = 1.5
-    """How many times the baseline latency may grow before the limit shrinks."""
+    target: float = 1.1
+    """The latency the limit aims for, as a multiple of the baseline: within it the limit grows."""
+    tolerance: float = 1.3
+    """How many times the baseline latency may grow before the limit is cut (back toward ``target``)."""
     backoff: float = 0.5
-    """What an overload multiplies the limit by."""
+    """What an overload (a timeout, a 503) multiplies the limit by."""
+    rate_backoff: float = 0.8
+    """What a rate limit's refusal (429 with ``Retry-After``) multiplies the limit by."""
     smoothing: float = 0.2
     """Weight of a new estimate when growing; the largest fraction of the limit one window takes off."""
     window_s: float = 1.0
@@ -54,6 +65,8 @@ class GradientLimiter:
     def __init__(self, settings: LimiterSettings) -> None:
         self.settings = settings
         self._limit = self._bounded(settings.initial)
+        self._fresh_above = 0.0
+        """Requests started with more than this in flight were sent after the last doubling."""
         self._slow_start = True
         self._baseline: float | None = None
         self._latency: float | None = None
@@ -77,7 +90,7 @@ class GradientLimiter:
 
     @property
     def slow_start(self) -> bool:
-        """Whether the limit still doubles each window that keeps latency within tolerance."""
+        """Whether the limit still doubles each window that keeps latency within ``target``."""
         return self._slow_start
 
     def record(self, latency: float, in_flight: int, now: float) -> None:
@@ -89,17 +102,23 @@ class GradientLimiter:
         self._latency_sum += latency
         self._in_flight_sum += in_flight
         self._peak = max(self._peak, in_flight)
+        if self._slow_start and in_flight > self._fresh_above:
+            self._fresh_count += 1
+            self._fresh_latency_sum += latency
+            self._fresh_in_flight_sum += in_flight
         elapsed = now - self._start
         if elapsed >= 5 * self.settings.window_s or (
             elapsed >= self.settings.window_s and self._count >= self.settings.window_samples
         ):
             self._close(now)
 
-    def overloaded(self, now: float) -> None:
-        """The server refused or timed out a request: cut the limit, at most once per window."""
+    def overloaded(self, now: float, rate_limited: bool = False) -> None:
+        """The server refused or timed out a request (``rate_limited``: a 429 that says when to come back): cut the
+        limit, at most once per window."""
         if self._cut and self._start is not None and now - self._start < 5 * self.settings.window_s:
             return
-        self._limit = self._bounded(self._limit * self.settings.backoff)
+        backoff = self.settings.rate_backoff if rate_limited else self.settings.backoff
+        self._limit = self._bounded(self._limit * backoff)
         self._slow_start = False
         self._open(now, cut=True)  # what the window saw so far ran at the limit just cut: measure the new one
 
@@ -110,10 +129,18 @@ class GradientLimiter:
         self._latency_sum = 0.0
         self._in_flight_sum = 0
         self._peak = 0
+        self._fresh_count = 0
+        self._fresh_latency_sum = 0.0
+        self._fresh_in_flight_sum = 0
 
     def _close(self, now: float) -> None:
         s = self.settings
         latency, in_flight, peak = self._latency_sum / self._count, self._in_flight_sum / self._count, self._peak
+        fresh = (
+            (self._fresh_latency_sum / self._fresh_count, self._fresh_in_flight_sum / self._fresh_count)
+            if self._fresh_count
+            else None
+        )
         self._latency = latency
         self._windows += 1
         self._open(now)
@@ -121,17 +148,25 @@ class GradientLimiter:
             # nothing runs lighter than the minimum: this is the server's latency without a queue, as it is now
             if self._baseline is not None and latency > s.tolerance * self._baseline:
                 self._slow_start = True
+                self._fresh_above = 0.0
             self._baseline = latency
         elif self._baseline is None or latency < self._baseline:
             self._baseline = latency
-        if latency <= s.tolerance * self._baseline:
-            grown = 2 * self._limit if self._slow_start else self._limit + s.smoothing * math.sqrt(self._limit)
-            self._limit = max(self._limit, min(grown, 2 * peak))
-        else:
-            self._slow_start = False
-            gradient = max(s.tolerance * self._baseline / latency, 0.5)
+        target = s.target * self._baseline
+        if self._slow_start:
+            if fresh is not None and fresh[0] > target:  # requests sent at the new limit queue: back to their knee
+                self._slow_start = False
+                self._limit = min(self._limit, max(fresh[1] * target / fresh[0], self._limit * s.backoff))
+            elif latency <= target:
+                self._fresh_above = self._limit
+                self._limit = max(self._limit, min(2 * self._limit, 2 * peak))
+            else:
+                self._slow_start = False
+        elif latency <= target:
+            self._limit = max(self._limit, min(self._limit + s.smoothing * math.sqrt(self._limit), 2 * peak))
+        elif latency > s.tolerance * self._baseline:
             # from the load the window measured, not the limit: late requests sent before a cut do not cut again
-            self._limit = min(self._limit, max(in_flight * gradient, self._limit * (1 - s.smoothing)))
+            self._limit = min(self._limit, max(in_flight * target / latency, self._limit * (1 - s.smoothing)))
         self._limit = self._bounded(self._limit)
 
     def _bounded(self, limit: float) -> float:
