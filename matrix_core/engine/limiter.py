@@ -6,14 +6,18 @@ window latency seen. Latency at ``target`` x baseline or below means no queue wo
 Past ``tolerance`` x baseline requests wait in the server's queue: the limit is cut toward the load that brings
 latency back to ``target`` x baseline. In between it holds, so that noise in either direction does not move it.
 
-- Slow start: the limit doubles each window within ``target``. A window mostly holds requests sent before the last
-  doubling, whose latency cannot show it; so requests sent with more than the limit before the last doubling in
-  flight (*fresh* ones) are judged on their own, and the first fresh ones past ``target`` end slow start with one
-  cut straight to ``in_flight x target x baseline / latency`` of theirs (no smoothing: the overshoot is known).
-- Congestion avoidance (as Netflix's Gradient2): within ``target`` the limit grows by ``smoothing x sqrt(limit)``;
-  past ``tolerance`` it falls toward ``in_flight x target x baseline / latency`` (the window's mean requests in
-  flight, the load at which a latency that grows with the queue is back at ``target``), by at most ``smoothing`` of
-  itself per window, so that one noisy window costs little.
+- Slow start: the limit doubles each window within ``slow_start_exit`` x baseline. A window mostly holds requests
+  sent before the last doubling, whose latency cannot show it; so requests sent with more than the limit before the
+  last change in flight (*fresh* ones) are judged on their own, and the first fresh ones past ``target`` end slow
+  start with one cut straight to ``in_flight x target x baseline / latency`` of theirs (no smoothing: the overshoot
+  is known).
+- Congestion avoidance (as Netflix's Gradient2): within ``target``, once the fresh requests show no queue either,
+  the limit grows by ``growth x sqrt(limit)`` (``smoothing x sqrt(limit)`` once the server refused a request: it has
+  a limit of its own that latency does not show). Growing only on fresh evidence grows once per request time, so the
+  limit does not outrun what latency can show. Past ``tolerance`` it falls toward ``in_flight x target x baseline /
+  latency`` (the mean requests in flight, the load at which a latency that grows with the queue is back at
+  ``target``), by at most ``smoothing`` of itself per window, so that one noisy window costs little. Only requests
+  sent under the limit as it is count for a cut: those sent before it drain without cutting again.
 - Growth never takes the limit past twice the most requests a window had in flight: a run that does not use its limit
   does not raise it.
 - Overload: the limit is multiplied by ``backoff`` (a timeout, a 503) or ``rate_backoff`` (a 429 with
@@ -51,8 +55,14 @@ class LimiterSettings:
     """What an overload (a timeout, a 503) multiplies the limit by."""
     rate_backoff: float = 0.8
     """What a rate limit's refusal (429 with ``Retry-After``) multiplies the limit by."""
+    growth: float = 1.0
+    """Past slow start, a window within ``target`` adds ``growth x sqrt(limit)`` (a queue's worth, as Gradient2) ..."""
     smoothing: float = 0.2
-    """Weight of a new estimate when growing; the largest fraction of the limit one window takes off."""
+    """... or ``smoothing x sqrt(limit)`` once the server refused a request (it has a limit of its own, such as a rate
+    limit, that latency does not show: the limit creeps back toward it). The largest fraction of the limit one
+    window takes off."""
+    slow_start_exit: float = 1.05
+    """Slow start ends at a window past this multiple of the baseline: doubling is for a server with no queue yet."""
     window_s: float = 1.0
     """A window closes after at least this long ..."""
     window_samples: int = 16
@@ -68,6 +78,7 @@ class GradientLimiter:
         self._fresh_above = 0.0
         """Requests started with more than this in flight were sent after the last doubling."""
         self._slow_start = True
+        self._refused = False
         self._baseline: float | None = None
         self._latency: float | None = None
         self._windows = 0
@@ -102,10 +113,14 @@ class GradientLimiter:
         self._latency_sum += latency
         self._in_flight_sum += in_flight
         self._peak = max(self._peak, in_flight)
-        if self._slow_start and in_flight > self._fresh_above:
+        if in_flight > self._fresh_above:
             self._fresh_count += 1
             self._fresh_latency_sum += latency
             self._fresh_in_flight_sum += in_flight
+        if in_flight <= self.limit:  # sent under the limit as it is: a request sent before a cut is not its measure
+            self._current_count += 1
+            self._current_latency_sum += latency
+            self._current_in_flight_sum += in_flight
         elapsed = now - self._start
         if elapsed >= 5 * self.settings.window_s or (
             elapsed >= self.settings.window_s and self._count >= self.settings.window_samples
@@ -120,6 +135,8 @@ class GradientLimiter:
         backoff = self.settings.rate_backoff if rate_limited else self.settings.backoff
         self._limit = self._bounded(self._limit * backoff)
         self._slow_start = False
+        self._refused = True
+        self._fresh_above = 0.0
         self._open(now, cut=True)  # what the window saw so far ran at the limit just cut: measure the new one
 
     def _open(self, now: float | None, cut: bool = False) -> None:
@@ -132,15 +149,15 @@ class GradientLimiter:
         self._fresh_count = 0
         self._fresh_latency_sum = 0.0
         self._fresh_in_flight_sum = 0
+        self._current_count = 0
+        self._current_latency_sum = 0.0
+        self._current_in_flight_sum = 0
 
     def _close(self, now: float) -> None:
         s = self.settings
-        latency, in_flight, peak = self._latency_sum / self._count, self._in_flight_sum / self._count, self._peak
-        fresh = (
-            (self._fresh_latency_sum / self._fresh_count, self._fresh_in_flight_sum / self._fresh_count)
-            if self._fresh_count
-            else None
-        )
+        latency, peak = self._latency_sum / self._count, self._peak
+        fresh = _mean(self._fresh_count, self._fresh_latency_sum, self._fresh_in_flight_sum)
+        current = _mean(self._current_count, self._current_latency_sum, self._current_in_flight_sum)
         self._latency = latency
         self._windows += 1
         self._open(now)
@@ -157,17 +174,27 @@ class GradientLimiter:
             if fresh is not None and fresh[0] > target:  # requests sent at the new limit queue: back to their knee
                 self._slow_start = False
                 self._limit = min(self._limit, max(fresh[1] * target / fresh[0], self._limit * s.backoff))
-            elif latency <= target:
+            elif latency <= s.slow_start_exit * self._baseline:
                 self._fresh_above = self._limit
                 self._limit = max(self._limit, min(2 * self._limit, 2 * peak))
             else:
                 self._slow_start = False
         elif latency <= target:
-            self._limit = max(self._limit, min(self._limit + s.smoothing * math.sqrt(self._limit), 2 * peak))
-        elif latency > s.tolerance * self._baseline:
-            # from the load the window measured, not the limit: late requests sent before a cut do not cut again
-            self._limit = min(self._limit, max(in_flight * target / latency, self._limit * (1 - s.smoothing)))
+            if fresh is not None and fresh[0] <= target:  # requests sent since it last grew show no queue
+                self._fresh_above = self._limit
+                growth = s.smoothing if self._refused else s.growth
+                self._limit = max(self._limit, min(self._limit + growth * math.sqrt(self._limit), 2 * peak))
+        elif current is not None and current[0] > s.tolerance * self._baseline:
+            # judged by requests sent under the limit as it is: those sent before a cut drain without cutting again
+            cut = current[1] * target / current[0]
+            self._limit = min(self._limit, max(cut, self._limit * (1 - s.smoothing)))
+            self._fresh_above = 0.0
         self._limit = self._bounded(self._limit)
 
     def _bounded(self, limit: float) -> float:
         return min(max(limit, self.settings.minimum), self.settings.ceiling)
+
+
+def _mean(count: int, latency_sum: float, in_flight_sum: int) -> tuple[float, float] | None:
+    """The mean latency and requests in flight of ``count`` samples; None for none."""
+    return (latency_sum / count, in_flight_sum / count) if count else None
