@@ -40,7 +40,7 @@ def test_auto_starts_at_the_limiters_first_limit_within_the_ceiling():
     assert controller.limit == 8
     assert controller.state() == (8, None)
     for _ in range(40):
-        controller.report("a", [(0.01, 8)] * 4, overloads=1, demand=8, in_use=8)
+        controller.report("a", [(0.01, 8, 20)] * 4, overloads=1, demand=8, in_use=8)
     assert controller.limit < 8, "overloads bring the limit down"
     card = controller.report_card()
     assert (card.server, card.mode, card.limit) == ("s", "auto", controller.limit)

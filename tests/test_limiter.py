@@ -99,7 +99,7 @@ def queued_run(limiter: GradientLimiter, slots: int, seconds: float, request_s: 
             heapq.heappush(flying, (done, now, len(flying) + 1, tokens))
         now, sent, in_flight, tokens = heapq.heappop(flying)
         closed = limiter.windows
-        limiter.record((now - sent) / tokens, in_flight, now)
+        limiter.record((now - sent) / tokens, in_flight, now, tokens)
         took.append((now, now - sent))
         limits += [limiter.limit] * (limiter.windows - closed)
     return limits, statistics.median(seconds_taken for at, seconds_taken in took if at > seconds / 2)

@@ -84,16 +84,16 @@ class ConcurrencyController:
     def report(
         self,
         actor: str,
-        samples: list[tuple[float, int]],
+        samples: list[tuple[float, int, int]],
         overloads: int,
         demand: int,
         in_use: int,
         rate_limits: int = 0,
     ) -> int:
         """An agent actor's news since its last report: each request it completed, as (seconds per output token,
-        its own requests in flight when it started); how many were refused or timed out; how many it wants at once
-        (in use plus waiting) and has in use; and how many refusals said when to come back (a rate limit's 429,
-        counted apart from ``overloads``). Returns its share of the limit."""
+        its own requests in flight when it started, its output tokens); how many were refused or timed out; how many
+        it wants at once (in use plus waiting) and has in use; and how many refusals said when to come back (a rate
+        limit's 429, counted apart from ``overloads``). Returns its share of the limit."""
         share = self._actors.setdefault(actor, _Share())
         share.demand, share.in_use = demand, in_use
         now = time.monotonic()
@@ -103,8 +103,8 @@ class ConcurrencyController:
                 self.limiter.overloaded(now)
             for _ in range(rate_limits):
                 self.limiter.overloaded(now, rate_limited=True)
-            for latency, started_with in samples:
-                self.limiter.record(latency, started_with + others, now)
+            for latency, started_with, tokens in samples:
+                self.limiter.record(latency, started_with + others, now, tokens)
         self._note()
         return self._share_of(actor)
 
@@ -184,7 +184,7 @@ class LimitedBackend(Backend):
         self.controller = controller
         self.actor = actor
         self.slots = Slots(1)
-        self._samples: list[tuple[float, int]] = []
+        self._samples: list[tuple[float, int, int]] = []
         self._overloads = 0
         self._rate_limits = 0
         self._sync: asyncio.Task[None] | None = None
@@ -213,8 +213,8 @@ class LimitedBackend(Backend):
                 elif error.unavailable:  # 5xx, a timeout: the server is full
                     self._overloads += 1
                 raise
-        latency = (time.monotonic() - started) / max(response.usage.completion_tokens, 1)
-        self._samples.append((latency, in_use))
+        tokens = max(response.usage.completion_tokens, 1)
+        self._samples.append(((time.monotonic() - started) / tokens, in_use, tokens))
         return response
 
     async def probe(self) -> None:

@@ -1,10 +1,11 @@
 """An adaptive limit on one LLM server's requests in flight, moved by the latency it measures (``auto``).
 
 Completed requests are grouped in windows (at least ``window_s`` seconds and ``window_samples`` requests, or
-``5 x window_s`` with any). A window's latency is its mean seconds per output token; the baseline is the lowest
-window latency seen. Latency at ``target`` x baseline or below means no queue worth the name: the limit may grow.
-Past ``tolerance`` x baseline requests wait in the server's queue: the limit is cut toward the load that brings
-latency back to ``target`` x baseline. In between it holds, so that noise in either direction does not move it.
+``5 x window_s`` with any). A window's latency is its seconds per output token, weighted by tokens (a short answer,
+whose fixed costs weigh more per token, counts little); the baseline is the lowest window latency seen. Latency at
+``target`` x baseline or below means no queue worth the name: the limit may grow. Past ``tolerance`` x baseline
+requests wait in the server's queue: the limit is cut toward the load that brings latency back to ``target`` x
+baseline. In between it holds, so that noise in either direction does not move it.
 
 - Slow start: the limit doubles each window within ``slow_start_exit`` x baseline. A window mostly holds requests
   sent before the last doubling, whose latency cannot show it; so requests sent with more than the limit before the
@@ -104,23 +105,18 @@ class GradientLimiter:
         """Whether the limit still doubles each window that keeps latency within ``target``."""
         return self._slow_start
 
-    def record(self, latency: float, in_flight: int, now: float) -> None:
-        """One request completed: its seconds per output token, the requests in flight when it started, and a
-        monotonic time. May close a window and move the limit."""
+    def record(self, latency: float, in_flight: int, now: float, tokens: int = 1) -> None:
+        """One request completed: its seconds per output token, the requests in flight when it started, a monotonic
+        time and its output tokens (the weight of its latency). May close a window and move the limit."""
         if self._start is None:
             self._start = now
         self._count += 1
-        self._latency_sum += latency
-        self._in_flight_sum += in_flight
         self._peak = max(self._peak, in_flight)
+        self._all.add(latency, in_flight, tokens)
         if in_flight > self._fresh_above:
-            self._fresh_count += 1
-            self._fresh_latency_sum += latency
-            self._fresh_in_flight_sum += in_flight
+            self._fresh.add(latency, in_flight, tokens)
         if in_flight <= self.limit:  # sent under the limit as it is: a request sent before a cut is not its measure
-            self._current_count += 1
-            self._current_latency_sum += latency
-            self._current_in_flight_sum += in_flight
+            self._current.add(latency, in_flight, tokens)
         elapsed = now - self._start
         if elapsed >= 5 * self.settings.window_s or (
             elapsed >= self.settings.window_s and self._count >= self.settings.window_samples
@@ -143,21 +139,15 @@ class GradientLimiter:
         self._start = now
         self._cut = cut
         self._count = 0
-        self._latency_sum = 0.0
-        self._in_flight_sum = 0
         self._peak = 0
-        self._fresh_count = 0
-        self._fresh_latency_sum = 0.0
-        self._fresh_in_flight_sum = 0
-        self._current_count = 0
-        self._current_latency_sum = 0.0
-        self._current_in_flight_sum = 0
+        self._all = _Samples()
+        self._fresh = _Samples()
+        self._current = _Samples()
 
     def _close(self, now: float) -> None:
         s = self.settings
-        latency, peak = self._latency_sum / self._count, self._peak
-        fresh = _mean(self._fresh_count, self._fresh_latency_sum, self._fresh_in_flight_sum)
-        current = _mean(self._current_count, self._current_latency_sum, self._current_in_flight_sum)
+        (latency, _), peak = self._all.means(), self._peak
+        fresh, current = self._fresh.means() if self._fresh else None, self._current.means() if self._current else None
         self._latency = latency
         self._windows += 1
         self._open(now)
@@ -195,6 +185,24 @@ class GradientLimiter:
         return min(max(limit, self.settings.minimum), self.settings.ceiling)
 
 
-def _mean(count: int, latency_sum: float, in_flight_sum: int) -> tuple[float, float] | None:
-    """The mean latency and requests in flight of ``count`` samples; None for none."""
-    return (latency_sum / count, in_flight_sum / count) if count else None
+class _Samples:
+    """Completed requests of one kind in a window: their latency weighted by output tokens, their mean in flight."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.tokens = 0
+        self.weighted_latency = 0.0
+        self.in_flight = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, latency: float, in_flight: int, tokens: int) -> None:
+        self.count += 1
+        self.tokens += tokens
+        self.weighted_latency += latency * tokens
+        self.in_flight += in_flight
+
+    def means(self) -> tuple[float, float]:
+        """Seconds per output token over all their tokens, and requests in flight per request."""
+        return self.weighted_latency / self.tokens, self.in_flight / self.count
