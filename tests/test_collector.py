@@ -88,8 +88,8 @@ def test_each_partition_admits_only_its_own_rows(tmp_path):
         return setup, counts
 
     setup, counts = run_async(scenario())
-    assert sorted(setup.written(0)) == ["t0", "t2", "t4", "t6"]
-    assert sorted(setup.written(1)) == ["t1", "t3", "t5"]
+    assert sorted(setup.written(0)) == ["t0", "t1", "t2", "t3"]  # the first half of the file's bytes
+    assert sorted(setup.written(1)) == ["t4", "t5", "t6"]
     assert [c.admitted for c in counts] == [4, 3]
     assert all(record["status"] == "success" for w in setup.writers for record in w.records.values())
 
@@ -136,15 +136,50 @@ def test_finished_ids_are_skipped_and_counted(tmp_path):
     assert (counts.admitted, counts.skipped_finished) == (4, 2)
 
 
-def test_a_duplicate_id_stops_the_run_naming_both_rows(tmp_path):
+@pytest.mark.parametrize(
+    ("rows", "partitions", "second", "first"),
+    [
+        ([{"id": "a"}, {"id": "b"}, {"id": "a"}], 1, 3, 1),
+        # 3,000 rows apart: the second is read by another partition than the first, and checked by the id's owner
+        ([{"id": f"a{index}"} for index in range(3000)] + [{"id": "a7"}], 3, 3001, 8),
+    ],
+    ids=["one-partition", "across-partitions"],
+)
+def test_a_duplicate_id_stops_the_run_naming_both_rows(tmp_path, rows, partitions, second, first):
     async def scenario():
-        setup = make(tmp_path, [{"id": "a"}, {"id": "b"}, {"id": "a"}])
+        setup = make(tmp_path, rows, partitions=partitions)
         await setup.admit_all()
 
     source = tmp_path / "in.jsonl"
     with pytest.raises(BadRowError) as raised:
         run_async(scenario())
-    assert str(raised.value) == f"{source}:3: duplicate id 'a' (first at {source}:1)"
+    task_id = rows[second - 1]["id"]
+    assert str(raised.value) == f"{source}:{second}: duplicate id {task_id!r} (first at {source}:{first})"
+
+
+def test_each_partition_checks_the_ids_it_owns_whoever_read_them(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(3000), partitions=3)
+        await setup.admit_all()
+        return setup
+
+    setup = run_async(scenario())
+    owned = [collector.duplicates.first_seen for collector in setup.collectors]
+    assert sorted(task_id for ids in owned for task_id in ids) == sorted(f"t{index}" for index in range(3000))
+    assert all(900 <= len(ids) <= 1100 for ids in owned), [len(ids) for ids in owned]
+    read_by = {task_id: partition for partition, writer in enumerate(setup.writers) for task_id in writer.records}
+    assert any(read_by[task_id] != partition for partition, ids in enumerate(owned) for task_id in ids)
+
+
+def test_with_a_limit_partitions_take_turns_among_the_first_rows(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(10), partitions=2, limit=5)
+        await setup.admit_all()
+        return setup
+
+    setup = run_async(scenario())
+    assert sorted(setup.written(0)) == ["t0", "t2", "t4"]
+    assert sorted(setup.written(1)) == ["t1", "t3"]
 
 
 def test_a_from_row_that_raises_ends_only_its_task_as_error(tmp_path):

@@ -20,7 +20,15 @@ from matrix_core.config.resolve import (
     resolve,
     resolve_backend,
 )
-from matrix_core.config.schemas import AgentConfig, BackendConfig, InputConfig, OutputConfig, Routing, RunConfig
+from matrix_core.config.schemas import (
+    AgentConfig,
+    BackendConfig,
+    HubConfig,
+    InputConfig,
+    OutputConfig,
+    Routing,
+    RunConfig,
+)
 from matrix_core.config.sources import (
     ConfigSource,
     load_file,
@@ -39,6 +47,7 @@ __all__ = [
     "BackendConfig",
     "ConfigProblem",
     "ConfigSource",
+    "HubConfig",
     "InputConfig",
     "Origin",
     "OutputConfig",

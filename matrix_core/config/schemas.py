@@ -120,6 +120,17 @@ def check_concurrency(key: str, value: int | str | None) -> None:
 
 
 @dataclass
+class HubConfig:
+    """``input.hf.*``: which part of a dataset read by name (``input.path=hf://OWNER/NAME``)."""
+
+    config: str | None = None
+    """The dataset's configuration (subset), if it has several."""
+    split: str = "train"
+    revision: str | None = None
+    """A branch, tag or commit of the dataset's repository: pin one so that ``--resume`` reads the same rows."""
+
+
+@dataclass
 class InputConfig:
     """``input.*``: where tasks come from and how each gets its id."""
 
@@ -127,6 +138,7 @@ class InputConfig:
     format: str | None = None
     id_key: str = "id"
     skip_bad_rows: bool = False
+    hf: HubConfig = field(default_factory=HubConfig)
 
 
 @dataclass

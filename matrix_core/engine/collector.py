@@ -6,9 +6,10 @@ A plain class: the driver makes it a Ray actor where it creates it (:mod:`matrix
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ray.exceptions import ObjectLostError, RayTaskError
@@ -16,7 +17,8 @@ from ray.exceptions import ObjectLostError, RayTaskError
 from matrix_core.config import InputConfig, RunConfig
 from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
-from matrix_core.engine.inputs import Row, read_rows
+from matrix_core.engine.duplicates import DuplicateIds
+from matrix_core.engine.inputs import Row, Shard, read_rows
 from matrix_core.engine.messages import PartitionCounts, TaskSummary
 from matrix_core.engine.offload import materialize, release
 from matrix_core.engine.peers import Peers
@@ -53,6 +55,7 @@ class Collector:
         self.readmitted = 0
         self.telemetry = CollectorTelemetry(partition)
         self.peers: Peers | None = None
+        self.duplicates: DuplicateIds | None = None
         self._idle = asyncio.Event()
         self.admitting = asyncio.Event()
         self.admitting.set()
@@ -64,40 +67,27 @@ class Collector:
     def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
-        """Learn the agent actors to admit tasks to."""
+        """Learn the agent actors to admit tasks to, and the other partitions' collectors."""
         self.peers = Peers.for_run(agents, policies, collectors, self.run)
+        self.duplicates = DuplicateIds(self.partition, collectors)
 
     async def admit_all(self, finished: set[str]) -> PartitionCounts:
         """Admit every task of this partition's rows (the workflow's ``expand_row``) whose id is not in
         ``finished``; return once all have ended."""
-        assert self.peers is not None
-        partitions, limit = self.run.partitions, self.run.limit
-        first_seen: dict[str, str] = {}
+        assert self.peers is not None and self.duplicates is not None
         admitted = skipped = peak_in_flight = 0
-        rows = read_rows(self.input_config, on_rejected=self._rejected)
-        for index, row in enumerate(rows):
-            if limit is not None and index >= limit:
-                break
-            mine = index % partitions == self.partition
-            if not mine and self.partition != 0:
-                continue
+        for row in self._rows():
             try:
                 tasks = guarded(self.workflow, "expand_row", row.id, row.data, self.workflow_config)
             except BadRowError as error:
-                if mine:  # another partition's row is that partition's to report
-                    self._bad_row(row, error)
+                self._bad_row(row, error)
                 continue
             except PluginFault as fault:
-                if mine and row.id not in finished:  # the row's id stands for the tasks it could not make
+                if row.id not in finished:  # the row's id stands for the tasks it could not make
                     self._end_unstarted(row.id, fault.reason)
                 continue
-            if self.partition == 0:  # every partition reads every row: one checks all their ids, one holds them
-                for task_id, _ in tasks:
-                    if task_id in first_seen:
-                        raise BadRowError(f"{row.where}: duplicate id {task_id!r} (first at {first_seen[task_id]})")
-                    first_seen[task_id] = row.where
-            if not mine:
-                continue
+            for task_id, _ in tasks:
+                await self.duplicates.add(task_id, row.where)
             for task_id, data in tasks:
                 if task_id in finished:
                     skipped += 1
@@ -117,6 +107,7 @@ class Collector:
                 peak_in_flight = max(peak_in_flight, len(self.in_flight))
                 if admitted % 256 == 0:
                     await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
+        await self.duplicates.flush()
         while self.in_flight and self.write_failed is None:
             self._idle.clear()
             await self._idle.wait()
@@ -126,6 +117,20 @@ class Collector:
         if self.write_failed is not None:
             raise self.write_failed
         return PartitionCounts(admitted, skipped, self.readmitted, peak_in_flight)
+
+    def _rows(self) -> Iterator[Row]:
+        """This partition's rows: its shard of the input; with ``run.limit``, its turns among the first rows."""
+        partitions, limit = self.run.partitions, self.run.limit
+        if limit is None:
+            yield from read_rows(self.input_config, self._rejected, Shard(self.partition, partitions))
+            return
+        rows = itertools.islice(read_rows(self.input_config, self._rejected), limit)
+        yield from (row for index, row in enumerate(rows) if index % partitions == self.partition)
+
+    def claim_ids(self, ids: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """Check task ids another partition read that this one owns (:class:`DuplicateIds`)."""
+        assert self.duplicates is not None
+        return self.duplicates.claim(ids)
 
     def _bad_row(self, row: Row, error: BadRowError) -> None:
         """The workflow cannot use a field of ``row``: stop the run naming its file and line or, with
@@ -218,7 +223,8 @@ class Collector:
         self._flusher = None
 
     def _rejected(self, entry: dict[str, Any]) -> None:
-        if self.partition == 0:  # every partition reads every row; one reports the bad ones
+        # each partition reads its own shard; with run.limit every partition reads the first rows, and one reports
+        if self.run.limit is None or self.partition == 0:
             self.writer.reject.remote(entry)
 
     def pause(self) -> None:

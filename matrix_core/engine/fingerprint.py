@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from matrix_core.config import InputConfig, is_secret, redact
-from matrix_core.engine.inputs import input_files
+from matrix_core.engine.inputs import HUB, input_files
 from matrix_core.errors import MatrixError
 from matrix_core.sinks.base import companion, replace_atomically
 
@@ -126,6 +126,9 @@ def digest_input(config: InputConfig, prefix: int | None = None) -> tuple[InputD
 def _stream(config: InputConfig) -> Iterator[bytes]:
     """The bytes of every file the input reads; with several, each file's name (relative to the input) first."""
     assert config.path is not None
+    if config.path.startswith(HUB):  # its name, with input.hf.* among the tracked settings: pin input.hf.revision
+        yield config.path.encode()
+        return
     given = Path(config.path).expanduser()
     files = input_files(dataclasses.replace(config, path=str(given)))
     # names, so that renaming a shard is a change; relative, so that moving the input is not
@@ -142,7 +145,7 @@ def check_and_record(config: DictConfig, has_records: bool) -> None:
     """Record the run's fingerprint when it begins. On ``--resume`` over finished records with a fingerprint
     stored, first refuse, unless ``run.force``, when the input or a tracked setting changed since the run began."""
     path = fingerprint_path(config)
-    input_config = InputConfig(**OmegaConf.to_container(config.input, resolve=True))
+    input_config: InputConfig = OmegaConf.to_object(config.input)
     current = settings(config)
     stored = Fingerprint.load(path) if config.run.resume and has_records and not config.run.force else None
     if stored is None:

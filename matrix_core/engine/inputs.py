@@ -2,9 +2,12 @@
 one row at a time, each with a stable id.
 
 ``input.path`` is a file, a directory of ``.jsonl``/``.json``/``.jsonl.zst``/``.parquet`` shards, a glob
-(``data/*.jsonl``), or a directory written by ``datasets``' ``save_to_disk``. Nothing is read whole: jsonl goes line
-by line (``.zst`` files decompressed as a stream), parquet and Arrow by record batch, so millions of rows cost the
-memory of one batch. ``input.id_key`` may be a dotted path into nested fields (``metadata.WARC-Record-ID``).
+(``data/*.jsonl``), a directory written by ``datasets``' ``save_to_disk``, or a dataset by name, ``hf://OWNER/NAME``
+(``input.hf.config``, ``.split``, ``.revision``), streamed with the ``datasets`` library (``pip install
+'matrix-core[hf]'``; ``hf:///a/local/folder`` reads a local dataset folder the same way). Nothing is read whole:
+jsonl goes line by line (``.zst`` files decompressed as a stream), parquet and Arrow by record batch, so millions of
+rows cost the memory of one batch. ``input.id_key`` may be a dotted path into nested fields
+(``metadata.WARC-Record-ID``).
 
 A row that cannot be a task (not JSON, not an object, an id of the wrong type, nested deeper than
 :data:`MAX_DEPTH`, not UTF-8 text) is a :class:`BadRowError`, which ``input.skip_bad_rows`` skips. A file that cannot be
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".jsonl.zst": "jsonl", ".parquet": "parquet"}
 """The file suffixes read without ``input.format``, and the format each means."""
 FORMATS = ("jsonl", "parquet", "hf")
+HUB = "hf://"
+"""The prefix of ``input.path`` for a dataset read by name with the ``datasets`` library."""
 BATCH_ROWS = 1024
 """Rows turned into Python objects at a time: bounds memory when one Arrow batch holds many large rows."""
 _HF_MARKERS = ("state.json", "dataset_info.json")
@@ -60,6 +65,31 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Partition ``index`` of ``count``: the part of the input one collector reads, and no other does.
+
+    A plain jsonl file is cut in ``count`` byte ranges at line starts; the other units (parquet row groups, the
+    record batches of a ``datasets`` directory, the lines of a ``.zst`` file, which cannot be entered midway) go
+    round-robin, counted across the input's files. Rows keep the numbers they have in the whole file."""
+
+    index: int = 0
+    count: int = 1
+
+
+class _Turns:
+    """Round-robin over an input's units, counted across its files: whether a shard takes the next one."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self._next = 0
+
+    def mine(self) -> bool:
+        taken = self._next % self.shard.count == self.shard.index
+        self._next += 1
+        return taken
+
+
+@dataclass(frozen=True)
 class _Record:
     """A record as read, before it is checked: ``error`` says why it could not be parsed."""
 
@@ -69,8 +99,12 @@ class _Record:
     error: str | None = None
 
 
-def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Row]:
-    """Stream the rows of ``config.path`` with their ids.
+def read_rows(
+    config: InputConfig,
+    on_rejected: Callable[[dict[str, Any]], None] | None = None,
+    shard: Shard = Shard(),
+) -> Iterator[Row]:
+    """Stream the rows of ``config.path`` (those of ``shard``: by default all) with their ids.
 
     A missing input or an unknown format fails here, before any row is read. A malformed row raises :class:`BadRowError`
     while iterating, or, with ``config.skip_bad_rows``, is passed to ``on_rejected`` as ``{"where", "error",
@@ -81,14 +115,23 @@ def read_rows(config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
         raise MatrixError("no input: pass -i FILE or set input.path")
     if config.format is not None and config.format not in FORMATS:
         raise ConfigError(f"input.format: unknown format {config.format!r} (one of: {', '.join(FORMATS)})")
-    sources = _sources(config.path, config.format)
-    return _rows(sources, config, on_rejected or _log_rejected)
+    if not 0 <= shard.index < shard.count:
+        raise ValueError(f"no shard {shard.index} of {shard.count}")
+    turns = _Turns(shard)
+    if config.path.startswith(HUB):
+        records = _hub_records(config, turns, _hub_stream(config))
+    else:
+        sources = _sources(config.path, config.format)
+        records = (record for path, format in sources for record in _READERS[format](path, turns))
+    return _rows(records, config, on_rejected or _log_rejected)
 
 
 def input_files(config: InputConfig) -> list[Path]:
     """Every file ``config.path`` reads, in order: its jsonl and parquet files, a ``datasets`` directory's Arrow
     shards."""
     assert config.path is not None
+    if config.path.startswith(HUB):
+        return []  # a dataset by name is identified by its name and input.hf.*, not by files here
     files: list[Path] = []
     for path, format in _sources(config.path, config.format):
         files += _hf_data_files(path) if format == "hf" else [path]
@@ -139,20 +182,19 @@ def _suffix_of(path: Path) -> str:
 
 
 def _rows(
-    sources: list[tuple[Path, str]], config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
+    records: Iterable[_Record], config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
 ) -> Iterator[Row]:
-    for path, format in sources:
-        for record in _READERS[format](path):
-            error = record.error or _problem(record.value, config.id_key)
-            if error is None:
-                yield Row(_row_id(record.value, config.id_key), record.value, record.where)
-            elif config.skip_bad_rows:
-                entry = {"where": record.where, "error": error}
-                if record.line is not None:
-                    entry["line"] = record.line.decode("utf-8", "replace").rstrip("\r\n")
-                on_rejected(entry)
-            else:
-                raise BadRowError(f"{record.where}: {error}")
+    for record in records:
+        error = record.error or _problem(record.value, config.id_key)
+        if error is None:
+            yield Row(_row_id(record.value, config.id_key), record.value, record.where)
+        elif config.skip_bad_rows:
+            entry = {"where": record.where, "error": error}
+            if record.line is not None:
+                entry["line"] = record.line.decode("utf-8", "replace").rstrip("\r\n")
+            on_rejected(entry)
+        else:
+            raise BadRowError(f"{record.where}: {error}")
 
 
 def _problem(value: Any, id_key: str) -> str | None:
@@ -197,30 +239,62 @@ def _log_rejected(entry: dict[str, Any]) -> None:
 # --- readers: each yields the records of one source, streamed -------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> Iterator[_Record]:
+def _read_jsonl(path: Path, turns: _Turns) -> Iterator[_Record]:
     with _open(path) as raw, _decompressed(path, raw) as file:
         try:
-            for number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    value = json.loads(line)
-                except UnicodeDecodeError:
-                    yield _Record(where, line=line, error="not UTF-8 text")
-                except json.JSONDecodeError as error:
-                    yield _Record(where, line=line, error=f"invalid JSON ({error.msg})")
-                except ValueError:  # json's only other one: int() refuses more than sys.get_int_max_str_digits()
-                    limit = sys.get_int_max_str_digits()
-                    yield _Record(where, line=line, error=f"invalid JSON (an integer of more than {limit} digits)")
-                except RecursionError:
-                    yield _Record(where, line=line, error=f"nested deeper than {MAX_DEPTH} levels")
-                else:
-                    yield _Record(where, value, line, _json_problem(line, value))
+            for number, line in _numbered_lines(path, file, turns):
+                yield _parsed(f"{path}:{number}", line)
         except zstandard.ZstdError as error:
             raise MatrixError(f"{path}: not a readable zstd file ({_one_line(error)})") from None
         except OSError as error:  # a disk or network file system failing mid-file
             raise MatrixError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
+
+
+def _numbered_lines(path: Path, file: IO[bytes], turns: _Turns) -> Iterator[tuple[int, bytes]]:
+    """The shard's non-blank lines of ``file``, each with its number in the whole file."""
+    shard = turns.shard
+    if shard.count == 1 or path.suffix == ".zst":  # a compressed stream cannot be entered midway: take turns
+        for number, line in enumerate(file, start=1):
+            if line.strip() and turns.mine():
+                yield number, line
+        return
+    size = path.stat().st_size
+    start, end = size * shard.index // shard.count, size * (shard.index + 1) // shard.count
+    if start > 0:  # a line belongs to the range it starts in
+        file.seek(start - 1)
+        if file.read(1) != b"\n":
+            file.readline()
+    position = file.tell()
+    number = _lines_before(file, position) + 1
+    while position < end and (line := file.readline()):
+        if line.strip():
+            yield number, line
+        number += 1
+        position += len(line)
+
+
+def _lines_before(file: IO[bytes], position: int) -> int:
+    """How many lines end before byte ``position`` (counted, not parsed); leaves the file at ``position``."""
+    file.seek(0)
+    lines = 0
+    while position - file.tell() > 0:
+        lines += file.read(min(1 << 20, position - file.tell())).count(b"\n")
+    return lines
+
+
+def _parsed(where: str, line: bytes) -> _Record:
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError:
+        return _Record(where, line=line, error="not UTF-8 text")
+    except json.JSONDecodeError as error:
+        return _Record(where, line=line, error=f"invalid JSON ({error.msg})")
+    except ValueError:  # json's only other one: int() refuses more than sys.get_int_max_str_digits()
+        limit = sys.get_int_max_str_digits()
+        return _Record(where, line=line, error=f"invalid JSON (an integer of more than {limit} digits)")
+    except RecursionError:
+        return _Record(where, line=line, error=f"nested deeper than {MAX_DEPTH} levels")
+    return _Record(where, value, line, _json_problem(line, value))
 
 
 def _json_problem(line: bytes, value: Any) -> str | None:
@@ -251,18 +325,28 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def _read_parquet(path: Path) -> Iterator[_Record]:
+def _read_parquet(path: Path, turns: _Turns) -> Iterator[_Record]:
     with _open(path) as file:
         try:  # verifies the checksums of pages that have one (writers add them on request)
             parquet = pq.ParquetFile(file, page_checksum_verification=True)
-            batches = parquet.iter_batches(batch_size=BATCH_ROWS)
         except (pa.ArrowException, OSError) as error:  # pyarrow raises a plain OSError for a corrupt file
             raise MatrixError(f"{path}: not a readable parquet file ({_one_line(error)})") from None
-        # a corrupt page header can make pyarrow end a column early without an error: the footer's count catches it
-        yield from _batch_records(path, batches, expected_rows=parquet.metadata.num_rows)
+        metadata = parquet.metadata
+        grouped = sum(metadata.row_group(group).num_rows for group in range(metadata.num_row_groups))
+        if grouped != metadata.num_rows:
+            raise MatrixError(f"{path}: corrupt footer (it counts {metadata.num_rows} rows, its row groups {grouped})")
+        first = 0
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            if turns.mine():
+                batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group])
+                # a corrupt page header can make pyarrow end a column early without an error: the footer's count
+                # catches it
+                yield from _batch_records(path, batches, first, expected_rows=rows)
+            first += rows
 
 
-def _read_hf(directory: Path) -> Iterator[_Record]:
+def _read_hf(directory: Path, turns: _Turns) -> Iterator[_Record]:
     """A ``save_to_disk`` directory: its ``.arrow`` files are Arrow IPC streams, in ``state.json``'s order."""
     for path in _hf_data_files(directory):
         if not path.is_file():
@@ -272,7 +356,41 @@ def _read_hf(directory: Path) -> Iterator[_Record]:
                 reader = pa.ipc.open_stream(source)
             except pa.ArrowException as error:
                 raise MatrixError(f"{path}: not an Arrow stream written by datasets ({_one_line(error)})") from None
-            yield from _batch_records(path, reader)
+            yield from _batch_records(path, reader, take=turns.mine)
+
+
+def _hub_stream(config: InputConfig) -> Any:
+    """The split ``config`` names, as a ``datasets`` streaming dataset (nothing is downloaded before it is read)."""
+    assert config.path is not None
+    try:
+        import datasets
+    except ImportError:
+        raise MatrixError(
+            f"input.path: {config.path} is read with the datasets library, which is not installed",
+            hint="pip install 'matrix-core[hf]'",
+        ) from None
+    hub = config.hf
+    try:
+        return datasets.load_dataset(
+            config.path[len(HUB) :], hub.config, split=hub.split, revision=hub.revision, streaming=True
+        )
+    except Exception as error:  # datasets raises many kinds (not found, offline, no such split): its words name it
+        raise MatrixError(f"input.path: cannot open {config.path} ({_one_line(error)})") from None
+
+
+def _hub_records(config: InputConfig, turns: _Turns, stream: Any) -> Iterator[_Record]:
+    """The rows of a streaming dataset, whose data files (``num_shards``) are dealt round-robin; a row is named by
+    its file's number and its number in that file (``hf://org/data:train/3:row 12``)."""
+    for index in range(stream.num_shards):
+        if not turns.mine():
+            continue
+        number = 0
+        try:
+            for number, example in enumerate(stream.shard(num_shards=stream.num_shards, index=index)):
+                yield _Record(f"{config.path}:{config.hf.split}/{index}:row {number}", example)
+        except Exception as error:  # a download or a file failing midway: the rows after it cannot be named
+            where = f"{config.path}:{config.hf.split}/{index}"
+            raise MatrixError(f"{where}: cannot read from row {number} on ({_one_line(error)})") from None
 
 
 def _hf_data_files(directory: Path) -> list[Path]:
@@ -287,12 +405,17 @@ def _hf_data_files(directory: Path) -> list[Path]:
 
 
 def _batch_records(
-    path: Path, batches: Iterable[pa.RecordBatch], expected_rows: int | None = None
+    path: Path,
+    batches: Iterable[pa.RecordBatch],
+    first: int = 0,
+    expected_rows: int | None = None,
+    take: Callable[[], bool] | None = None,
 ) -> Iterator[_Record]:
-    """The rows of ``batches``; a batch that cannot be read, or batches that end before ``expected_rows``, end them
-    with a :class:`MatrixError` naming the row it starts at."""
+    """The rows of ``batches``, numbered from ``first`` (those of the batches ``take`` says yes to); a batch that
+    cannot be read, or batches that end before ``expected_rows``, end them with a :class:`MatrixError` naming the row
+    it starts at."""
     # rows count from 0, as pandas, pyarrow and datasets index them
-    number = 0
+    number = first
     batches = iter(batches)
     while True:
         try:
@@ -300,10 +423,13 @@ def _batch_records(
         except (pa.ArrowException, OSError) as error:
             raise MatrixError(f"{path}: corrupt from row {number} on ({_one_line(error)})") from None
         if batch is None:
-            if expected_rows is not None and number != expected_rows:
-                counts = f"rows end at {number}; the footer counts {expected_rows}"
+            if expected_rows is not None and number - first != expected_rows:
+                counts = f"rows end at {number}; the footer counts {first + expected_rows}"
                 raise MatrixError(f"{path}: corrupt from row {number} on ({counts})")
             return
+        if take is not None and not take():
+            number += batch.num_rows
+            continue
         for start in range(0, batch.num_rows, BATCH_ROWS):
             for record in _slice_records(path, batch.slice(start, BATCH_ROWS), number):
                 yield record
@@ -389,7 +515,7 @@ class _ZstdFrames(io.RawIOBase):
         return b"".join(chunks)
 
 
-_READERS: dict[str, Callable[[Path], Iterator[_Record]]] = {
+_READERS: dict[str, Callable[[Path, _Turns], Iterator[_Record]]] = {
     "jsonl": _read_jsonl,
     "parquet": _read_parquet,
     "hf": _read_hf,

@@ -22,7 +22,7 @@ from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector
 from matrix_core.engine.components import build_config
 from matrix_core.engine.concurrency import ConcurrencyController, concurrency_of, server_of
-from matrix_core.engine.inputs import read_rows
+from matrix_core.engine.inputs import HUB, read_rows
 from matrix_core.engine.messages import ActorStats, AgentSpec, PartitionCounts
 from matrix_core.engine.output import OutputLock, check_writable
 from matrix_core.engine.progress import ProgressDisplay
@@ -161,7 +161,7 @@ class _Run:
         self.outages = 0
         self.sink_target = registry.get("sinks", config.output.sink).target
         input_config: InputConfig = OmegaConf.to_object(config.input)
-        if input_config.path is not None:  # actors may not share this process's working directory
+        if input_config.path is not None and not input_config.path.startswith(HUB):  # actors may run elsewhere
             input_config.path = str(Path(input_config.path).expanduser().absolute())
         read_rows(input_config)  # a missing input or unknown format fails now, before Ray starts
         self.input_config = input_config
