@@ -127,11 +127,10 @@ def test_a_failed_close_leaves_the_previous_file_and_the_journal(tmp_path, monke
     sink = ParquetSink(path)
     sink.write({"id": "b"})
 
-    def crash_midway(table, file):
-        file.write(b"PAR1 half a file")
-        raise OSError("disk full")
+    def crash_midway(writer, table, row_group_size=None):
+        raise OSError("disk full")  # the writer had begun the file: "PAR1" and nothing more
 
-    monkeypatch.setattr(parquet.pq, "write_table", crash_midway)
+    monkeypatch.setattr(parquet.pq.ParquetWriter, "write_table", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         sink.close()
     monkeypatch.undo()
@@ -150,6 +149,33 @@ def test_the_output_is_replaced_whole_from_a_temporary_file(tmp_path, monkeypatc
     sink.close()
     assert replaced == [(tmp_path / "run.parquet.tmp", path)]
     assert not path.exists(), "nothing was written under the output's own name"
+
+
+def test_resume_widens_the_file_for_new_columns_nested_fields_and_types(tmp_path, monkeypatch):
+    path = tmp_path / "run.parquet"
+    first = ParquetSink(path)
+    first.write({"id": "a", "score": None, "meta": {"k": 1}})
+    first.close()
+    sink = ParquetSink(path)
+    sink.write({"id": "b", "score": 0.5, "meta": {"k": 2, "extra": "x"}, "note": "new column"})
+    with monkeypatch.context() as patched:
+        patched.setattr(parquet.pq, "read_table", None)  # the output is read a batch at a time, never whole
+        sink.close()
+    assert read(path) == [
+        {"id": "a", "score": None, "meta": {"k": 1, "extra": None}, "note": None},
+        {"id": "b", "score": 0.5, "meta": {"k": 2, "extra": "x"}, "note": "new column"},
+    ]
+
+
+def test_close_writes_a_row_group_per_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet, "CHUNK_RECORDS", 3)
+    path = tmp_path / "run.parquet"
+    sink = ParquetSink(path)
+    for index in range(7):
+        sink.write({"id": str(index)})
+    sink.close()
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    assert [record["id"] for record in read(path)] == [str(index) for index in range(7)]
 
 
 def test_records_that_fit_no_schema_are_kept_in_the_journal(tmp_path):

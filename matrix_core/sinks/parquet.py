@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -24,8 +25,10 @@ class ParquetSink(Sink):
 
     Parquet cannot be appended to record by record, so each record goes durably to a jsonl journal beside the output
     (``<path>.journal.jsonl``) and ``close()`` rewrites the parquet file with the records it already held plus the
-    journal's, then deletes the journal. The rewrite goes to a temporary file that replaces the output only once
-    complete: a crash leaves the previous parquet file and the journal, never a half-written file.
+    journal's, then deletes the journal. The rewrite streams: a first pass over the journal finds one schema for all
+    records, a second writes the old file batch by batch and the journal chunk by chunk, so memory holds one chunk
+    and the ids of the old file, never the output. The rewrite goes to a temporary file that replaces the output only
+    once complete: a crash leaves the previous parquet file and the journal, never a half-written file.
     """
 
     suffix = ".parquet"
@@ -81,46 +84,61 @@ class ParquetSink(Sink):
         self.journal.close()
         if not self.journal.path.exists():
             return
+        # a crash between replacing the output and deleting the journal leaves records in both: the file's count
+        kept = set(self._file_ids()) if self.path.exists() else set()
         try:
-            table = self._merged()
+            schema = self._merged_schema(kept)
+            if schema is not None:
+                self._rewrite(schema, kept)
         except pa.ArrowException as error:
             raise MatrixError(
                 f"{self.path}: the records do not fit one parquet schema ({error})",
                 hint=f"they are kept in {self.journal.path}; use output.sink=jsonl for records of varying types",
             ) from None
-        if table is not None:
-            self._replace(table)
         self.journal.path.unlink()
 
-    def _merged(self) -> pa.Table | None:
-        """The output's records plus the journal's new ones, or None when the journal adds nothing."""
-        tables: list[pa.Table] = []
-        kept: set[str] = set()
-        if self.path.exists():
-            old = pq.read_table(self.path)
-            tables.append(old)
-            kept = {str(value) for value in old.column("id").to_pylist()}
+    def _new_chunks(self, kept: Collection[str]) -> Iterator[list[dict[str, Any]]]:
+        """The journal's records not in the file yet, :data:`CHUNK_RECORDS` at a time."""
         chunk: list[dict[str, Any]] = []
-        added = 0
         for record in _journal_records(self.journal.path):
-            # a crash between replacing the output and deleting the journal leaves these records in both
             if str(record["id"]) in kept:
                 continue
             chunk.append(record)
             if len(chunk) == CHUNK_RECORDS:
-                tables.append(pa.Table.from_pylist(chunk))
-                added, chunk = added + len(chunk), []
+                yield chunk
+                chunk = []
         if chunk:
-            tables.append(pa.Table.from_pylist(chunk))
-            added += len(chunk)
-        if not added:
-            return None
-        # permissive: a column all null so far, or a nested field seen only later, widens instead of failing
-        return pa.concat_tables(tables, promote_options="permissive")
+            yield chunk
 
-    def _replace(self, table: pa.Table) -> None:
-        with replace_atomically(self.path) as file:
-            pq.write_table(table, file)
+    def _merged_schema(self, kept: Collection[str]) -> pa.Schema | None:
+        """One schema for the file's records and the journal's new ones, or None when the journal adds nothing.
+        Permissive: a column all null so far, or a nested field seen only later, widens instead of failing."""
+        schemas = [pa.Table.from_pylist(chunk).schema for chunk in self._new_chunks(kept)]
+        if not schemas:
+            return None
+        if self.path.exists():
+            schemas.insert(0, pq.read_schema(self.path))
+        return pa.unify_schemas(schemas, promote_options="permissive")
+
+    def _rewrite(self, schema: pa.Schema, kept: Collection[str]) -> None:
+        """Write the file's records, a batch at a time, then the journal's new ones, a chunk at a time, into a new
+        file that replaces the output once complete: memory holds one batch or chunk, not the output."""
+        with replace_atomically(self.path) as file, pq.ParquetWriter(file, schema) as writer:
+            if self.path.exists():
+                for batch in pq.ParquetFile(self.path).iter_batches():
+                    writer.write_table(_widened(pa.Table.from_batches([batch]), schema))
+            for chunk in self._new_chunks(kept):
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+
+
+def _widened(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``, which may widen its types, add columns or add nested fields."""
+    if table.schema.equals(schema):
+        return table
+    if table.schema.names == schema.names:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return table.cast(schema)
+    return pa.Table.from_pylist(table.to_pylist(), schema=schema)  # new columns, or a struct that gained fields
 
 
 def _journal_records(path: Path) -> Iterator[dict[str, Any]]:
