@@ -332,12 +332,11 @@ def _read_parquet(path: Path, turns: _Turns) -> Iterator[_Record]:
         except (pa.ArrowException, OSError) as error:  # pyarrow raises a plain OSError for a corrupt file
             raise MatrixError(f"{path}: not a readable parquet file ({_one_line(error)})") from None
         metadata = parquet.metadata
-        grouped = sum(metadata.row_group(group).num_rows for group in range(metadata.num_row_groups))
-        if grouped != metadata.num_rows:
+        sizes = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
+        if (grouped := sum(sizes)) != metadata.num_rows:
             raise MatrixError(f"{path}: corrupt footer (it counts {metadata.num_rows} rows, its row groups {grouped})")
         first = 0
-        for group in range(metadata.num_row_groups):
-            rows = metadata.row_group(group).num_rows
+        for group, rows in enumerate(sizes):
             if turns.mine():
                 batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group])
                 # a corrupt page header can make pyarrow end a column early without an error: the footer's count

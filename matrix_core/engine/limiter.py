@@ -77,7 +77,7 @@ class GradientLimiter:
         self.settings = settings
         self._limit = self._bounded(settings.initial)
         self._fresh_above = 0.0
-        """Requests started with more than this in flight were sent after the last doubling."""
+        """Requests started with more than this in flight were sent after the limit last changed (*fresh*)."""
         self._slow_start = True
         self._refused = False
         self._baseline: float | None = None
@@ -102,7 +102,7 @@ class GradientLimiter:
 
     @property
     def slow_start(self) -> bool:
-        """Whether the limit still doubles each window that keeps latency within ``target``."""
+        """Whether the limit still doubles each window that keeps latency within ``slow_start_exit``."""
         return self._slow_start
 
     def record(self, latency: float, in_flight: int, now: float, tokens: int = 1) -> None:
@@ -110,7 +110,6 @@ class GradientLimiter:
         time and its output tokens (the weight of its latency). May close a window and move the limit."""
         if self._start is None:
             self._start = now
-        self._count += 1
         self._peak = max(self._peak, in_flight)
         self._all.add(latency, in_flight, tokens)
         if in_flight > self._fresh_above:
@@ -119,7 +118,7 @@ class GradientLimiter:
             self._current.add(latency, in_flight, tokens)
         elapsed = now - self._start
         if elapsed >= 5 * self.settings.window_s or (
-            elapsed >= self.settings.window_s and self._count >= self.settings.window_samples
+            elapsed >= self.settings.window_s and self._all.count >= self.settings.window_samples
         ):
             self._close(now)
 
@@ -138,7 +137,6 @@ class GradientLimiter:
     def _open(self, now: float | None, cut: bool = False) -> None:
         self._start = now
         self._cut = cut
-        self._count = 0
         self._peak = 0
         self._all = _Samples()
         self._fresh = _Samples()
