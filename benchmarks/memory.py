@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,15 +48,17 @@ def actors_rss() -> int:
 
 
 @contextmanager
-def sampled(output: Path, every_s: float = 0.1) -> Iterator[list[tuple[int, int]]]:
-    """Sample :func:`actors_rss` in a thread while the block runs; yields the ``(output bytes, actor bytes)``
-    samples: the output's size says how far the run had got."""
+def sampled(
+    output: Path, every_s: float = 0.1, measure: Callable[[], int] = actors_rss
+) -> Iterator[list[tuple[int, int]]]:
+    """Sample ``measure`` (by default :func:`actors_rss`) in a thread while the block runs; yields the
+    ``(output bytes, measured bytes)`` samples: the output's size says how far the run had got."""
     samples: list[tuple[int, int]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append((output.stat().st_size if output.exists() else 0, actors_rss()))
+            samples.append((output.stat().st_size if output.exists() else 0, measure()))
             stop.wait(every_s)
 
     thread = threading.Thread(target=sample, daemon=True)

@@ -221,6 +221,13 @@ def test_memory_smoke(tmp_path):
     assert flat["baselines"]["early_mb"]["median"] > 0
 
 
+def test_scale_smoke(tmp_path):
+    memory, resume, partitions = run_smoke("scale.py", tmp_path)
+    assert memory["baselines"]["rows_10000"]["median"] > 0
+    assert 0 < resume["ours"]["median"] <= resume["baselines"]["whole_resume_s"]["median"]
+    assert partitions["baselines"]["p1"]["median"] > 0
+
+
 def test_offloading_smoke(tmp_path):
     mean, last, throughput = run_smoke("offloading.py", tmp_path)
     # offloaded messages carry references instead of the texts: far smaller than inline ones

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,12 @@ from toy_workflow import ToyOrchestrator
 
 from matrix_core.config import InputConfig, RunConfig
 from matrix_core.engine.collector import Collector
+from matrix_core.engine.idsets import FinishedIds
 from matrix_core.errors import BadRowError
+from matrix_core.orchestrator import Orchestrator
 
 TOY = "toy_workflow:ToyOrchestrator"
+ROW_ID = f"{__name__}:RowIdOrchestrator"
 
 
 @dataclass
@@ -33,6 +38,22 @@ class RowFaultOrchestrator(ToyOrchestrator):
 
 
 @dataclass
+class TwiceOrchestrator(ToyOrchestrator):
+    """A toy task run twice per row, as ``<id>/0`` and ``<id>/1``."""
+
+    @classmethod
+    def expand_row(cls, id: str, row: dict[str, Any], config: Any) -> list[tuple[str, dict[str, Any]]]:
+        return [(f"{id}/{run}", row) for run in range(2)]
+
+
+@dataclass
+class RowIdOrchestrator(ToyOrchestrator):
+    """A toy task whose id is its row's (the default ``expand_row``): a resume passes its finished rows in blocks."""
+
+    expand_row = classmethod(Orchestrator.expand_row.__func__)
+
+
+@dataclass
 class Setup:
     """Collectors of every partition over one input, sharing one agent; one fake writer each."""
 
@@ -40,9 +61,9 @@ class Setup:
     writers: list[FakeWriter]
     agent: FinishingAgent
 
-    async def admit_all(self, finished: set[str] = frozenset()) -> list[Any]:
+    async def admit_all(self) -> list[Any]:
         """Every partition's ``admit_all``, run together; their counts."""
-        return list(await asyncio.gather(*(c.admit_all(set(finished)) for c in self.collectors)))
+        return list(await asyncio.gather(*(c.admit_all() for c in self.collectors)))
 
     def written(self, partition: int = 0) -> dict[str, dict[str, Any] | None]:
         return self.writers[partition].records
@@ -62,15 +83,25 @@ def make(
     rows: list[dict[str, Any]],
     agent: FinishingAgent | None = None,
     workflow: str = TOY,
+    finished: Collection[str] = (),
     **run: Any,
 ) -> Setup:
-    """Build (inside the running loop) a collector per ``run.partitions`` over ``rows``, started on ``agent``."""
+    """Build (inside the running loop) a collector per ``run.partitions`` over ``rows``, started on ``agent``;
+    ``finished``: the ids an earlier run finished."""
     source = write_rows(tmp_path / "in.jsonl", rows)
     run_config = RunConfig(**run)
     agent = agent or FinishingAgent()
     writers = [FakeWriter() for _ in range(run_config.partitions)]
     collectors = [
-        Collector(partition, workflow, None, InputConfig(path=str(source)), run_config, LocalHandle(writer))
+        Collector(
+            partition,
+            workflow,
+            None,
+            InputConfig(path=str(source)),
+            run_config,
+            LocalHandle(writer),
+            FinishedIds.of(finished),
+        )
         for partition, writer in enumerate(writers)
     ]
     handles = [LocalHandle(collector, name=f"collector {c}") for c, collector in enumerate(collectors)]
@@ -126,8 +157,8 @@ def test_admission_stops_at_the_limit_until_a_task_finishes(tmp_path):
 
 def test_finished_ids_are_skipped_and_counted(tmp_path):
     async def scenario():
-        setup = make(tmp_path, ids(6))
-        (counts,) = await setup.admit_all({"t1", "t4"})
+        setup = make(tmp_path, ids(6), finished={"t1", "t4"})
+        (counts,) = await setup.admit_all()
         return setup, counts
 
     setup, counts = run_async(scenario())
@@ -165,10 +196,13 @@ def test_each_partition_checks_the_ids_it_owns_whoever_read_them(tmp_path):
 
     setup = run_async(scenario())
     owned = [collector.duplicates.first_seen for collector in setup.collectors]
-    assert sorted(task_id for ids in owned for task_id in ids) == sorted(f"t{index}" for index in range(3000))
+    every = [f"t{index}" for index in range(3000)]
+    assert all(sum(task_id in ids for ids in owned) == 1 for task_id in every), "each id has one owner"
     assert all(900 <= len(ids) <= 1100 for ids in owned), [len(ids) for ids in owned]
     read_by = {task_id: partition for partition, writer in enumerate(setup.writers) for task_id in writer.records}
-    assert any(read_by[task_id] != partition for partition, ids in enumerate(owned) for task_id in ids)
+    assert any(
+        read_by[task_id] != partition for partition, ids in enumerate(owned) for task_id in every if task_id in ids
+    )
 
 
 def test_with_a_limit_partitions_take_turns_among_the_first_rows(tmp_path):
@@ -258,3 +292,61 @@ def test_pause_stops_admission_until_resume(tmp_path):
     assert not paused_done
     assert counts.admitted == 3
     assert sorted(setup.written()) == ["t0", "t1", "t2"]
+
+
+def test_a_resume_passes_finished_rows_in_blocks_and_still_finds_a_duplicate_among_them(tmp_path):
+    rows = [{"id": f"a{index}"} for index in range(9000)] + [{"id": "a7"}, {"id": "new"}]
+
+    async def scenario():
+        setup = make(tmp_path, rows, workflow=ROW_ID, finished=[f"a{index}" for index in range(9000)], partitions=2)
+        await setup.admit_all()
+
+    with pytest.raises(BadRowError) as raised:
+        run_async(scenario())
+    source = tmp_path / "in.jsonl"
+    # the partitions read at once: either copy may reach the id's owner second
+    assert re.fullmatch(rf"{source}:(8|9001): duplicate id 'a7' \(it is also on a row read before\)", str(raised.value))
+
+
+@pytest.mark.parametrize("workflow", [ROW_ID, TOY], ids=["in-blocks", "row-by-row"])
+def test_a_resume_skips_the_finished_rows_of_every_partition(tmp_path, monkeypatch, workflow):
+    rows = [{"id": f"a{index}"} for index in range(9000)] + [{"id": "new"}]
+    parsed = []
+    real_loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda line, **kw: parsed.append(line) or real_loads(line, **kw))
+
+    async def scenario():
+        setup = make(
+            tmp_path, rows, workflow=workflow, finished=[f"a{index}" for index in range(0, 9000, 2)], partitions=2
+        )
+        return setup, await setup.admit_all()
+
+    setup, counts = run_async(scenario())
+    assert len(parsed) == (4501 if workflow == ROW_ID else 9001), "blocks parse only the unfinished rows one by one"
+    assert sorted(setup.agent.received) == sorted([f"a{index}" for index in range(1, 9000, 2)] + ["new"])
+    assert sum(c.skipped_finished for c in counts) == 4500
+    assert sum(c.admitted for c in counts) == 4501
+
+
+def test_a_finished_id_read_line_by_line_and_again_in_a_block_is_a_duplicate(tmp_path):
+    # the first block holds an integer id, which the block reader leaves to the line reader: both paths meet
+    rows = [{"id": 5}] + [{"id": f"a{index}"} for index in range(8191)] + [{"id": "a7"}]
+
+    async def scenario():
+        setup = make(tmp_path, rows, workflow=ROW_ID, finished=["5", *(f"a{index}" for index in range(8191))])
+        await setup.admit_all()
+
+    with pytest.raises(BadRowError) as raised:
+        run_async(scenario())
+    source = tmp_path / "in.jsonl"
+    assert str(raised.value) == f"{source}:8193: duplicate id 'a7' (it is also on a row read before)"
+
+
+def test_a_workflow_that_expands_rows_resumes_task_by_task(tmp_path):
+    async def scenario():
+        setup = make(tmp_path, ids(3), workflow=f"{__name__}:TwiceOrchestrator", finished=["t0/0", "t1/1"])
+        return setup, await setup.admit_all()
+
+    setup, (counts,) = run_async(scenario())
+    assert sorted(setup.agent.received) == ["t0/1", "t1/0", "t2/0", "t2/1"]
+    assert counts.skipped_finished == 2

@@ -13,7 +13,9 @@ import pytest
 import zstandard
 
 from matrix_core.config import InputConfig
-from matrix_core.engine.inputs import BadRowError, Row, Shard, read_rows
+from matrix_core.engine.finished_rows import FinishedRows
+from matrix_core.engine.idsets import FinishedIds
+from matrix_core.engine.inputs import BadRowError, Row, Shard, read_rows, read_rows_resuming
 from matrix_core.errors import ConfigError, MatrixError
 
 ROW_HASH = "4f53b43425e12904"
@@ -547,3 +549,32 @@ def test_a_bad_row_is_rejected_by_its_own_shard_only(tmp_path):
         list(read_rows(config, on_rejected=lambda entry, seen=seen: seen.append(entry["where"]), shard=Shard(index, 3)))
         rejected.append(seen)
     assert sorted(where for seen in rejected for where in seen) == [f"{path}:{len(varied_lines(0, 50)) + 1}"]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("kind", ["jsonl", "zst", "parquet", "directory", "hf"])
+def test_a_resume_read_gives_each_row_once_either_as_a_row_or_among_the_finished(tmp_path, kind, count):
+    path = every_input_kind(tmp_path)[kind]
+    whole = rows(path)
+    finished_ids = {row.id for row in whole[::2]}
+    finished = FinishedIds.of(finished_ids)
+    read, skipped = [], []
+    for index in range(count):
+        for item in read_rows_resuming(InputConfig(path=str(path)), finished, shard=Shard(index, count)):
+            if isinstance(item, FinishedRows):
+                skipped += [(item.where(at), item.id(at)) for at in range(len(item))]
+                assert all(position >= 0 for position in item.positions)
+            else:
+                read.append((item.where, item.id))
+    assert sorted(read + skipped) == sorted((row.where, row.id) for row in whole)
+    if kind in ("jsonl", "zst"):  # jsonl's finished rows are passed unparsed, in blocks
+        assert sorted(skipped) == sorted((row.where, row.id) for row in whole if row.id in finished_ids)
+
+
+def test_a_resume_read_leaves_a_block_it_cannot_parse_at_once_to_the_line_reader(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', '{"id": 7}', "{torn", '{"id": "b"}')
+    config = InputConfig(path=str(path), skip_bad_rows=True)
+    rejected: list[dict] = []
+    items = list(read_rows_resuming(config, FinishedIds.of(["a", "7"]), on_rejected=rejected.append, shard=Shard()))
+    assert [item.id for item in items] == ["a", "7", "b"], "every row parsed as a row"
+    assert [entry["where"] for entry in rejected] == [f"{path}:3"]

@@ -12,13 +12,16 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from ray.exceptions import ObjectLostError, RayTaskError
 
 from matrix_core.config import InputConfig, RunConfig
 from matrix_core.engine import actor_logs
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.duplicates import DuplicateIds
-from matrix_core.engine.inputs import Row, Shard, read_rows
+from matrix_core.engine.finished_rows import FinishedRows
+from matrix_core.engine.idsets import FinishedIds
+from matrix_core.engine.inputs import Row, Shard, read_rows, read_rows_resuming
 from matrix_core.engine.messages import PartitionCounts, TaskSummary
 from matrix_core.engine.offload import materialize, release
 from matrix_core.engine.peers import Peers
@@ -42,6 +45,7 @@ class Collector:
         input_config: InputConfig,
         run: RunConfig,
         writer: Any,
+        finished: FinishedIds | None = None,
     ) -> None:
         actor_logs.capture(f"collector {partition}")
         self.partition = partition
@@ -50,6 +54,8 @@ class Collector:
         self.input_config = input_config
         self.run = run
         self.writer = writer
+        self.finished = finished or FinishedIds.empty()
+        """Ids that ended in an earlier run (``--resume``): their tasks are skipped."""
         self.slots = asyncio.Semaphore(run.tasks_in_flight)
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
@@ -69,14 +75,19 @@ class Collector:
     ) -> None:
         """Learn the agent actors to admit tasks to, and the other partitions' collectors."""
         self.peers = Peers.for_run(agents, policies, collectors, self.run)
-        self.duplicates = DuplicateIds(self.partition, collectors)
+        self.duplicates = DuplicateIds(self.partition, collectors, self.finished)
 
-    async def admit_all(self, finished: set[str]) -> PartitionCounts:
-        """Admit every task of this partition's rows (the workflow's ``expand_row``) whose id is not in
-        ``finished``; return once all have ended."""
+    async def admit_all(self) -> PartitionCounts:
+        """Admit every task of this partition's rows (the workflow's ``expand_row``) that did not finish in an
+        earlier run; return once all have ended."""
         assert self.peers is not None and self.duplicates is not None
+        finished = self.finished
         admitted = skipped = peak_in_flight = 0
         for row in self._rows():
+            if isinstance(row, FinishedRows):  # their ids are their tasks' (the workflow's expand_row is the default)
+                await self.duplicates.add_finished(row)
+                skipped += len(row)
+                continue
             try:
                 tasks = guarded(self.workflow, "expand_row", row.id, row.data, self.workflow_config)
             except BadRowError as error:
@@ -118,11 +129,20 @@ class Collector:
             raise self.write_failed
         return PartitionCounts(admitted, skipped, self.readmitted, peak_in_flight)
 
-    def _rows(self) -> Iterator[Row]:
-        """This partition's rows: its shard of the input; with ``run.limit``, its turns among the first rows."""
+    def _rows(self) -> Iterator[Row | FinishedRows]:
+        """This partition's rows: its shard of the input; with ``run.limit``, its turns among the first rows. On
+        ``--resume``, finished rows are passed in blocks, unparsed, where a row's id is its task's."""
         partitions, limit = self.run.partitions, self.run.limit
+        shard = Shard(self.partition, partitions)
+        if (
+            limit is None
+            and len(self.finished)
+            and self.workflow.expand_row.__func__ is Orchestrator.expand_row.__func__
+        ):
+            yield from read_rows_resuming(self.input_config, self.finished, self._rejected, shard)
+            return
         if limit is None:
-            yield from read_rows(self.input_config, self._rejected, Shard(self.partition, partitions))
+            yield from read_rows(self.input_config, self._rejected, shard)
             return
         rows = itertools.islice(read_rows(self.input_config, self._rejected), limit)
         yield from (row for index, row in enumerate(rows) if index % partitions == self.partition)
@@ -131,6 +151,11 @@ class Collector:
         """Check task ids another partition read that this one owns (:class:`DuplicateIds`)."""
         assert self.duplicates is not None
         return self.duplicates.claim(ids)
+
+    def claim_finished(self, positions: np.ndarray) -> np.ndarray:
+        """Check finished ids, by position, another partition read that this one owns (:class:`DuplicateIds`)."""
+        assert self.duplicates is not None
+        return self.duplicates.claim_finished(positions)
 
     def _bad_row(self, row: Row, error: BadRowError) -> None:
         """The workflow cannot use a field of ``row``: stop the run naming its file and line or, with

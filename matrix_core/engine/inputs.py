@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 import zstandard
 
 from matrix_core.config import InputConfig
+from matrix_core.engine.finished_rows import CHUNK_BYTES, FinishedRows, FinishedSkipper
+from matrix_core.engine.idsets import FinishedIds
 from matrix_core.errors import BadRowError, ConfigError, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,24 @@ def read_rows(
     "line"}`` (``line`` for jsonl only) and skipped. A file that cannot be read to its end raises a
     :class:`MatrixError` naming it, even with ``skip_bad_rows``. Duplicate ids are the caller's to detect.
     """
+    return _rows(_records(config, shard), config, on_rejected or _log_rejected)  # type: ignore[return-value]
+
+
+def read_rows_resuming(
+    config: InputConfig,
+    finished: FinishedIds,
+    on_rejected: Callable[[dict[str, Any]], None] | None = None,
+    shard: Shard = Shard(),
+) -> Iterator[Row | FinishedRows]:
+    """:func:`read_rows` for a resume: runs of jsonl rows whose ids are in ``finished`` come as
+    :class:`FinishedRows`, their ids read in blocks, not parsed row by row. Other formats, and an ``input.id_key``
+    into nested fields, yield every row."""
+    skipper = None if "." in config.id_key else FinishedSkipper(finished, config.id_key)
+    return _rows(_records(config, shard, skipper), config, on_rejected or _log_rejected)
+
+
+def _records(config: InputConfig, shard: Shard, skipper: FinishedSkipper | None = None) -> Iterator[Any]:
+    """What the readers of ``config``'s sources yield for ``shard``: records, and with ``skipper``, finished rows."""
     if config.path is None:
         raise MatrixError("no input: pass -i FILE or set input.path")
     if config.format is not None and config.format not in FORMATS:
@@ -119,11 +139,13 @@ def read_rows(
         raise ValueError(f"no shard {shard.index} of {shard.count}")
     turns = _Turns(shard)
     if config.path.startswith(HUB):
-        records = _hub_records(config, turns, _hub_stream(config))
-    else:
-        sources = _sources(config.path, config.format)
-        records = (record for path, format in sources for record in _READERS[format](path, turns))
-    return _rows(records, config, on_rejected or _log_rejected)
+        return _hub_records(config, turns, _hub_stream(config))
+    sources = _sources(config.path, config.format)
+    return (
+        record
+        for path, format in sources
+        for record in (_read_jsonl(path, turns, skipper) if format == "jsonl" else _READERS[format](path, turns))
+    )
 
 
 def input_files(config: InputConfig) -> list[Path]:
@@ -182,9 +204,12 @@ def _suffix_of(path: Path) -> str:
 
 
 def _rows(
-    records: Iterable[_Record], config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
-) -> Iterator[Row]:
+    records: Iterable[_Record | FinishedRows], config: InputConfig, on_rejected: Callable[[dict[str, Any]], None]
+) -> Iterator[Row | FinishedRows]:
     for record in records:
+        if isinstance(record, FinishedRows):
+            yield record
+            continue
         error = record.error or _problem(record.value, config.id_key)
         if error is None:
             yield Row(_row_id(record.value, config.id_key), record.value, record.where)
@@ -239,38 +264,62 @@ def _log_rejected(entry: dict[str, Any]) -> None:
 # --- readers: each yields the records of one source, streamed -------------------------------------------------
 
 
-def _read_jsonl(path: Path, turns: _Turns) -> Iterator[_Record]:
+def _read_jsonl(path: Path, turns: _Turns, skipper: FinishedSkipper | None = None) -> Iterator[_Record | FinishedRows]:
     with _open(path) as raw, _decompressed(path, raw) as file:
         try:
-            for number, line in _numbered_lines(path, file, turns):
-                yield _parsed(f"{path}:{number}", line)
+            for first, chunk in _line_chunks(path, file, turns):
+                if skipper is not None:
+                    finished, lines = skipper.split(path, first, chunk)
+                    if finished is not None:
+                        yield finished
+                else:
+                    lines = enumerate(chunk.split(b"\n"), start=first)
+                for number, line in lines:
+                    if line.strip():
+                        yield _parsed(f"{path}:{number}", line)
         except zstandard.ZstdError as error:
             raise MatrixError(f"{path}: not a readable zstd file ({_one_line(error)})") from None
         except OSError as error:  # a disk or network file system failing mid-file
             raise MatrixError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
 
 
-def _numbered_lines(path: Path, file: IO[bytes], turns: _Turns) -> Iterator[tuple[int, bytes]]:
-    """The shard's non-blank lines of ``file``, each with its number in the whole file."""
+def _line_chunks(path: Path, file: IO[bytes], turns: _Turns) -> Iterator[tuple[int, bytes]]:
+    """The shard's part of ``file`` in chunks of whole lines (about :data:`CHUNK_BYTES` each, without the last
+    line's newline), each with the number its first line has in the whole file: a plain file's byte range, or a
+    ``.zst`` file's chunks in turns (a compressed stream cannot be entered midway)."""
     shard = turns.shard
-    if shard.count == 1 or path.suffix == ".zst":  # a compressed stream cannot be entered midway: take turns
-        for number, line in enumerate(file, start=1):
-            if line.strip() and turns.mine():
-                yield number, line
-        return
-    size = path.stat().st_size
-    start, end = size * shard.index // shard.count, size * (shard.index + 1) // shard.count
-    if start > 0:  # a line belongs to the range it starts in
-        file.seek(start - 1)
-        if file.read(1) != b"\n":
-            file.readline()
-    position = file.tell()
-    number = _lines_before(file, position) + 1
-    while position < end and (line := file.readline()):
-        if line.strip():
-            yield number, line
-        number += 1
-        position += len(line)
+    whole = shard.count == 1 or path.suffix == ".zst"
+    position, end = 0, None
+    if not whole:
+        size = path.stat().st_size
+        position, end = size * shard.index // shard.count, size * (shard.index + 1) // shard.count
+        if position > 0:  # a line belongs to the range it starts in
+            file.seek(position - 1)
+            if file.read(1) != b"\n":
+                file.readline()
+            position = file.tell()
+    number = _lines_before(file, position) + 1 if position else 1
+    rest = b""
+    while end is None or position < end:
+        data = file.read(CHUNK_BYTES)
+        if not data:
+            if rest and (not whole or turns.mine()):
+                yield number, rest  # a last line without a newline
+            return
+        data, rest = rest + data, b""
+        cut = data.rfind(b"\n")
+        if cut < 0:  # one line longer than a chunk
+            rest = data
+            continue
+        if end is not None and position + cut + 1 >= end:  # a line starts at the range's end: stop before it
+            cut = data.index(b"\n", max(0, end - position - 1))
+            yield number, data[:cut]
+            return
+        chunk, rest = data[:cut], data[cut + 1 :]
+        if not whole or turns.mine():
+            yield number, chunk
+        number += chunk.count(b"\n") + 1
+        position += cut + 1
 
 
 def _lines_before(file: IO[bytes], position: int) -> int:

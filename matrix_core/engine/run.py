@@ -176,7 +176,7 @@ class _Run:
         display = None
         started = time.monotonic()
         try:
-            finished = ray.get(writer.finished_ids.remote(config.run.retry_errors)) if config.run.resume else set()
+            finished = writer.finished_ids.remote(config.run.retry_errors) if config.run.resume else None
             for server, (roles, mode) in self.limited_servers.items():
                 self.controllers[server] = RemoteController.remote(server, mode, self.run_config)
                 for role in roles:
@@ -189,15 +189,14 @@ class _Run:
             }
             collectors = [
                 RemoteCollector.remote(
-                    p, self.workflow.target, self.workflow_config, self.input_config, self.run_config, writer
+                    p, self.workflow.target, self.workflow_config, self.input_config, self.run_config, writer, finished
                 )
                 for p in range(config.run.partitions)
             ]
             everyone = [*collectors, *(a for handles in agents.values() for a in handles)]
             ray.get([peer.start.remote(agents, self.policies, collectors) for peer in everyone])
-            finished_ref = ray.put(finished)
             started = time.monotonic()  # from here on tasks flow: the run's own time, without actor start-up
-            runs = [collector.admit_all.remote(finished_ref) for collector in collectors]
+            runs = [collector.admit_all.remote() for collector in collectors]
             display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
             for cap in self.caps:
                 display.note(f"cap: {cap}")

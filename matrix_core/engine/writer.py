@@ -5,6 +5,7 @@ A plain class: the driver makes it a Ray actor where it creates it (:mod:`matrix
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from matrix_core.engine.components import import_target
+from matrix_core.engine.idsets import FinishedIds, IdStore
 from matrix_core.engine.messages import TaskSummary
 from matrix_core.engine.output import OutputLock
 from matrix_core.engine.telemetry import WriterTelemetry
@@ -45,7 +47,8 @@ class Writer:
         self.dropped = JsonlSink(companion(path, "dropped.jsonl"))
         self.rejected = JsonlSink(companion(path, "rejected.jsonl"))
         self.metrics_path = companion(path, "metrics.json")
-        self.written: set[str] = set()
+        self.written = IdStore()
+        """Ids written in this run (those of earlier runs are not admitted again)."""
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self.tokens = {"prompt": 0, "completion": 0}
@@ -59,15 +62,14 @@ class Writer:
         self.synced = time.monotonic()
         self.failed: OutputError | None = None
 
-    def finished_ids(self, retry_errors: bool = False) -> set[str]:
+    def finished_ids(self, retry_errors: bool = False) -> FinishedIds:
         """Ids already in the output or noted as dropped: what ``--resume`` skips. With ``retry_errors``
         (``--retry-errors``), the records of tasks that ended ``error`` are removed first, so that they run again."""
         if retry_errors:
             for records in (self.sink, self.dropped):
                 if errors := {record.id for record in records.finished() if record.status == "error"}:
                     records.remove(errors)
-        self.written = set(self.sink.finished_ids()) | set(self.dropped.finished_ids())
-        return self.written
+        return FinishedIds.of(itertools.chain(self.sink.finished_ids(), self.dropped.finished_ids()))
 
     def write(self, batch: list[tuple[dict[str, Any] | None, TaskSummary]]) -> None:
         """Write each ``(record or None, summary)``; a repeated id is dropped. A record JSON cannot encode ends its
@@ -153,6 +155,7 @@ class Writer:
         """Close every file (on disk) and write ``<stem>.metrics.json`` atomically; returns the metrics, or raises
         the first error after trying every file."""
         self.telemetry.flush()
+        self.written.close()
         first: MatrixError | None = self.failed  # a write failed earlier: the run stops with that error
         for records in (self.sink, self.dropped, self.rejected):
             try:

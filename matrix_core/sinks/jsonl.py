@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from matrix_core.engine.finished_rows import CHUNK_BYTES, chunk_ids
 from matrix_core.errors import MatrixError
 from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
 
@@ -23,7 +24,25 @@ class JsonlSink(Sink):
         self._file: IO[bytes] | None = None
 
     def finished_ids(self) -> Iterator[str]:
-        return (record.id for _, record in self._lines())
+        """The ids, a chunk of lines at a time, each chunk parsed in one call (a resume reads millions of records
+        in seconds); a chunk with a line that is not a record is read line by line, which names it."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as file:
+            number, rest = 1, b""
+            while data := file.read(CHUNK_BYTES):
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                chunk, rest = data[:cut], data[cut:]  # a torn last line stays in rest: it is no record
+                if not chunk:
+                    continue
+                ids = chunk_ids(chunk, "id")
+                if ids is not None and len(ids) == chunk.count(b"\n"):  # no blank line, which is no record
+                    yield from ids.to_pylist()
+                else:
+                    lines = chunk.split(b"\n")[:-1]
+                    yield from (self._record(at, line).id for at, line in enumerate(lines, start=number))
+                number += chunk.count(b"\n")
 
     def finished(self) -> Iterator[FinishedRecord]:
         return (record for _, record in self._lines())
@@ -43,20 +62,25 @@ class JsonlSink(Sink):
 
     def _lines(self) -> Iterator[tuple[bytes, FinishedRecord]]:
         """Each complete line with its record's id and status."""
+        return ((line, self._record(number, line)) for number, line in self._numbered_lines())
+
+    def _numbered_lines(self) -> Iterator[tuple[int, bytes]]:
+        """Each complete line with its number."""
         if not self.path.exists():
             return
         with self.path.open("rb") as file:
             for number, line in enumerate(file, start=1):
                 if not line.endswith(b"\n"):
                     return  # torn by a crash mid-write: truncated before appending
-                try:
-                    record = json.loads(line)
-                    task_id, status = str(record["id"]), record.get("status")
-                except (ValueError, KeyError, TypeError) as error:
-                    raise MatrixError(
-                        f"{self.path}:{number}: not a record with an 'id' ({error.__class__.__name__})"
-                    ) from None
-                yield line, FinishedRecord(task_id, "" if status is None else str(status))
+                yield number, line
+
+    def _record(self, number: int, line: bytes) -> FinishedRecord:
+        try:
+            record = json.loads(line)
+            task_id, status = str(record["id"]), record.get("status")
+        except (ValueError, KeyError, TypeError) as error:
+            raise MatrixError(f"{self.path}:{number}: not a record with an 'id' ({error.__class__.__name__})") from None
+        return FinishedRecord(task_id, "" if status is None else str(status))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` as one line; a record JSON cannot encode (a set, a lone surrogate) raises

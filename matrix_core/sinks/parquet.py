@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from matrix_core.engine.idsets import IdStore
 from matrix_core.errors import MatrixError
 from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
 from matrix_core.sinks.jsonl import JsonlSink
@@ -85,8 +86,10 @@ class ParquetSink(Sink):
         if not self.journal.path.exists():
             return
         # a crash between replacing the output and deleting the journal leaves records in both: the file's count
-        kept = set(self._file_ids()) if self.path.exists() else set()
+        kept = IdStore()  # on disk: the output may hold millions of ids
         try:
+            if self.path.exists():
+                kept.update(self._file_ids())
             schema = self._merged_schema(kept)
             if schema is not None:
                 self._rewrite(schema, kept)
@@ -95,9 +98,11 @@ class ParquetSink(Sink):
                 f"{self.path}: the records do not fit one parquet schema ({error})",
                 hint=f"they are kept in {self.journal.path}; use output.sink=jsonl for records of varying types",
             ) from None
+        finally:
+            kept.close()
         self.journal.path.unlink()
 
-    def _new_chunks(self, kept: Collection[str]) -> Iterator[list[dict[str, Any]]]:
+    def _new_chunks(self, kept: Container[str]) -> Iterator[list[dict[str, Any]]]:
         """The journal's records not in the file yet, :data:`CHUNK_RECORDS` at a time."""
         chunk: list[dict[str, Any]] = []
         for record in _journal_records(self.journal.path):
@@ -110,7 +115,7 @@ class ParquetSink(Sink):
         if chunk:
             yield chunk
 
-    def _merged_schema(self, kept: Collection[str]) -> pa.Schema | None:
+    def _merged_schema(self, kept: Container[str]) -> pa.Schema | None:
         """One schema for the file's records and the journal's new ones, or None when the journal adds nothing.
         Permissive: a column all null so far, or a nested field seen only later, widens instead of failing."""
         schemas = [pa.Table.from_pylist(chunk).schema for chunk in self._new_chunks(kept)]
@@ -120,7 +125,7 @@ class ParquetSink(Sink):
             schemas.insert(0, pq.read_schema(self.path))
         return pa.unify_schemas(schemas, promote_options="permissive")
 
-    def _rewrite(self, schema: pa.Schema, kept: Collection[str]) -> None:
+    def _rewrite(self, schema: pa.Schema, kept: Container[str]) -> None:
         """Write the file's records, a batch at a time, then the journal's new ones, a chunk at a time, into a new
         file that replaces the output once complete: memory holds one batch or chunk, not the output."""
         with replace_atomically(self.path) as file, pq.ParquetWriter(file, schema) as writer:
