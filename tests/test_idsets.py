@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import resource
+import tempfile
 from random import Random
 
 import numpy as np
+import pytest
 
 from matrix_core.engine.idsets import FinishedIds, IdStore, id_hash, id_hashes
+from matrix_core.errors import MatrixError
 
 
 def test_an_id_store_is_exact_and_remembers_where_each_id_was_first_seen():
@@ -54,7 +57,9 @@ def test_nothing_is_finished_in_a_run_that_does_not_resume():
 
 
 def test_an_ids_hash_does_not_depend_on_the_process():
-    assert id_hash("row-1") == 0xCADEB475A56991EC, "a fixed function, not Python's hash(), which each process seeds anew"
+    assert id_hash("row-1") == 0xCADEB475A56991EC, (
+        "a fixed function, not Python's hash(), which each process seeds anew"
+    )
     assert id_hash("row-1") != id_hash("row-2")
     assert id_hash("\ud800") != id_hash("")  # a lone surrogate, which UTF-8 cannot encode, still hashes
 
@@ -67,3 +72,19 @@ def test_ids_hashed_together_hash_as_each_alone():
     assert id_hashes(ids).tolist() == [id_hash(task_id) for task_id in ids]
     assert id_hashes(["a", "\ud800"]).tolist() == [id_hash("a"), id_hash("\ud800")], "one by one then"
     assert len(set(id_hashes(ids).tolist())) == len(set(ids))
+
+
+def test_an_id_store_keeps_ids_and_notes_that_utf8_cannot_encode():
+    store = IdStore()
+    assert store.add("\ud800", "dir-\udcff/in.jsonl:1") is None  # a lone surrogate; a file name that is not UTF-8
+    assert store.add("\ud800", "x") == "dir-\udcff/in.jsonl:1"
+    assert "\ud800" in store and "\ud801" not in store
+
+
+def test_an_id_store_that_cannot_grow_is_one_line_naming_where(monkeypatch, small_disk):
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))
+    store = IdStore()
+    with pytest.raises(MatrixError, match=rf"^cannot keep task ids in a temporary file in {small_disk}: \w") as raised:
+        store.update(f"row-{index:09d}-{'x' * 40}" for index in range(400_000))  # past the page cache: the file
+    store.close()  # the file is open until then: the disk would stay busy
+    assert raised.value.hint.startswith("free space there")

@@ -56,6 +56,19 @@ def test_a_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
         list(JsonlSink(path).finished_ids())
 
 
+def test_finished_ids_read_in_chunks_give_every_id_and_name_a_bad_line_by_its_number(tmp_path):
+    path = tmp_path / "out.jsonl"
+    records = [{"id": f"r{index}", "history": ["x" * 500]} for index in range(6000)]  # about 3 MiB: 3 chunks
+    path.write_text("".join(json.dumps(record) + "\n" for record in records) + '{"id": "torn')
+    assert list(JsonlSink(path).finished_ids()) == [record["id"] for record in records]
+    lines = path.read_bytes().split(b"\n")
+    lines[4500] = b'{"id": 7}'  # an integer id: the chunk is read line by line, and the number is the file's
+    lines[5000] = b"[]"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(MatrixError, match=r"out\.jsonl:5001: not a record with an 'id'"):
+        list(JsonlSink(path).finished_ids())
+
+
 def test_finished_lists_each_record_with_its_status(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_bytes(b'{"id": "a", "status": "success"}\n{"id": 2, "status": "error"}\n{"id": "c"}\n{"id": "d", "st')

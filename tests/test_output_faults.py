@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from toy_workflow import ToyOrchestrator
 
@@ -89,22 +88,6 @@ def test_a_missing_output_directory_is_created(ray_session, tmp_path):
         result = run(server, source, output)
     assert result.exit_code == 0, result.output
     assert ids_in(output) == sorted(row["id"] for row in ROWS[:3])
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB tmpfs (root only): the disk that fills."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes_every_id_once(ray_session, tmp_path, small_disk):

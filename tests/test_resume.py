@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 from click.testing import CliRunner
 
 from matrix_core import config
@@ -219,3 +220,19 @@ def test_no_secret_is_written_in_the_fingerprint(finished_run, tmp_path):
     stored = json.loads(text)
     assert stored["settings"]["inference.system_prompt"] == "Be brief."
     assert stored["input"]["size"] == (tmp_path / "in.jsonl").stat().st_size
+
+
+def test_resume_over_a_sharded_compressed_input_runs_each_new_row_once(ray_session, tmp_path):
+    rows = [{"id": f"r{index}", "text": f"question {index}"} for index in range(600)]
+    source, output = tmp_path / "in.jsonl.zst", tmp_path / "out.jsonl"
+    compressor = zstandard.ZstdCompressor()
+    source.write_bytes(compressor.compress("".join(json.dumps(row) + "\n" for row in rows[:400]).encode()))
+    with FakeOpenAIServer().in_thread() as server:
+        assert run(server, source, output, "run.partitions=2").exit_code == 0
+        with source.open("ab") as file:  # the input grows by a frame: not a change
+            file.write(compressor.compress("".join(json.dumps(row) + "\n" for row in rows[400:]).encode()))
+        resumed = run(server, source, output, "--resume", "run.partitions=3")
+    assert resumed.exit_code == 0, resumed.output
+    assert sorted(record["id"] for record in records(output)) == sorted(row["id"] for row in rows)
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert (metrics["tasks"], metrics["engine"]["skipped_finished"]) == (200, 400)

@@ -34,8 +34,13 @@ logger = logging.getLogger(__name__)
 
 
 class Collector:
-    """Streams its partition of the input, keeps at most ``run.max_concurrency`` tasks in flight, hands finished
-    tasks to the writer, and re-admits the tasks a dead actor took with it."""
+    """Streams its partitions of the input, keeps at most ``run.max_concurrency`` tasks in flight for each, hands
+    finished tasks to the writer, and re-admits the tasks a dead actor took with it.
+
+    ``partition`` is this collector's index among the run's collectors (a task's ``partition`` names its collector);
+    ``shards`` are the parts of the input it reads, one after another: by default its own of ``run.partitions``.
+    The driver starts at most one collector per CPU and gives each several shards when ``run.partitions`` is more
+    (:func:`shards_of`)."""
 
     def __init__(
         self,
@@ -46,9 +51,11 @@ class Collector:
         run: RunConfig,
         writer: Any,
         finished: FinishedIds | None = None,
+        shards: Sequence[Shard] | None = None,
     ) -> None:
         actor_logs.capture(f"collector {partition}")
         self.partition = partition
+        self.shards = list(shards) if shards is not None else [Shard(partition, run.partitions)]
         self.workflow = import_target(workflow_target)
         self.workflow_config = build_config(self.workflow.config_schema, workflow_config)
         self.input_config = input_config
@@ -56,7 +63,7 @@ class Collector:
         self.writer = writer
         self.finished = finished or FinishedIds.empty()
         """Ids that ended in an earlier run (``--resume``): their tasks are skipped."""
-        self.slots = asyncio.Semaphore(run.tasks_in_flight)
+        self.slots = asyncio.Semaphore(run.tasks_in_flight * len(self.shards))
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
         self.telemetry = CollectorTelemetry(partition)
@@ -73,7 +80,7 @@ class Collector:
     def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]
     ) -> None:
-        """Learn the agent actors to admit tasks to, and the other partitions' collectors."""
+        """Learn the agent actors to admit tasks to, and every collector of the run (this one's at its index)."""
         self.peers = Peers.for_run(agents, policies, collectors, self.run)
         self.duplicates = DuplicateIds(self.partition, collectors, self.finished)
 
@@ -130,22 +137,21 @@ class Collector:
         return PartitionCounts(admitted, skipped, self.readmitted, peak_in_flight)
 
     def _rows(self) -> Iterator[Row | FinishedRows]:
-        """This partition's rows: its shard of the input; with ``run.limit``, its turns among the first rows. On
-        ``--resume``, finished rows are passed in blocks, unparsed, where a row's id is its task's."""
-        partitions, limit = self.run.partitions, self.run.limit
-        shard = Shard(self.partition, partitions)
-        if (
-            limit is None
-            and len(self.finished)
-            and self.workflow.expand_row.__func__ is Orchestrator.expand_row.__func__
-        ):
-            yield from read_rows_resuming(self.input_config, self.finished, self._rejected, shard)
+        """This collector's rows: its shards of the input, one after another; with ``run.limit``, its turns among
+        the first rows. On ``--resume``, finished rows are passed in chunks, unparsed, where a row's id is its
+        task's."""
+        assert self.duplicates is not None
+        limit, collectors = self.run.limit, len(self.duplicates.collectors)
+        if limit is not None:
+            rows = itertools.islice(read_rows(self.input_config, self._rejected), limit)
+            yield from (row for index, row in enumerate(rows) if index % collectors == self.partition)
             return
-        if limit is None:
-            yield from read_rows(self.input_config, self._rejected, shard)
-            return
-        rows = itertools.islice(read_rows(self.input_config, self._rejected), limit)
-        yield from (row for index, row in enumerate(rows) if index % partitions == self.partition)
+        by_row_id = self.workflow.expand_row.__func__ is Orchestrator.expand_row.__func__
+        for shard in self.shards:
+            if len(self.finished) and by_row_id:
+                yield from read_rows_resuming(self.input_config, self.finished, self._rejected, shard)
+            else:
+                yield from read_rows(self.input_config, self._rejected, shard)
 
     def claim_ids(self, ids: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
         """Check task ids another partition read that this one owns (:class:`DuplicateIds`)."""
@@ -288,3 +294,8 @@ class Collector:
         if lost:
             logger.warning("partition %d: re-admitted %d task(s) lost with a dead actor", self.partition, len(lost))
         return len(lost)
+
+
+def shards_of(partitions: int, collectors: int) -> list[list[Shard]]:
+    """The shards each of ``collectors`` reads when the input is cut in ``partitions``: dealt round-robin."""
+    return [[Shard(index, partitions) for index in range(first, partitions, collectors)] for first in range(collectors)]

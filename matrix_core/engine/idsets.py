@@ -5,12 +5,17 @@ store without a copy of its own."""
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import struct
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
+
+from matrix_core.errors import MatrixError
 
 CACHE_KIB = 8192
 """SQLite's page cache per set: what of a set stays in memory; the rest is read from its file as needed."""
@@ -119,27 +124,37 @@ class FinishedIds:
 class IdStore:
     """An exact set of ids, each with a note (where it was first seen), in a temporary SQLite file that is deleted
     when the store is closed or its process ends (it has no name on disk): memory holds :data:`CACHE_KIB` of it,
-    whatever its size."""
+    whatever its size. A file that cannot grow (a full disk) raises :class:`MatrixError`, naming the directory."""
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("")  # "": a private temporary file, removed when the connection closes
-        self._db.execute("PRAGMA temp_store = FILE")
-        self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, note TEXT NOT NULL) WITHOUT ROWID")
+        with _temporary_file():
+            handle, path = tempfile.mkstemp(prefix="matrix-ids-", suffix=".sqlite")
+            os.close(handle)
+            self._db = sqlite3.connect(path)
+            os.unlink(path)  # no name on disk: the file goes when the connection closes or the process ends
+            for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{CACHE_KIB}"):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._db.execute("CREATE TABLE ids (id BLOB PRIMARY KEY, note BLOB NOT NULL) WITHOUT ROWID")
 
     def add(self, task_id: str, note: str = "") -> str | None:
         """Add ``task_id``; returns None if it is new, else the note it was first added with."""
-        if self._db.execute("INSERT OR IGNORE INTO ids VALUES (?, ?)", (task_id, note)).rowcount == 1:
-            return None
-        (first,) = self._db.execute("SELECT note FROM ids WHERE id = ?", (task_id,)).fetchone()
-        return first
+        key = _encoded(task_id)
+        with _temporary_file():
+            if self._db.execute("INSERT OR IGNORE INTO ids VALUES (?, ?)", (key, _encoded(note))).rowcount == 1:
+                return None
+            (first,) = self._db.execute("SELECT note FROM ids WHERE id = ?", (key,)).fetchone()
+        return bytes(first).decode(errors="surrogatepass")
 
     def update(self, ids: Iterable[str]) -> None:
         """Add every id of ``ids`` (those already in are left as they are)."""
-        self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?, '')", ((task_id,) for task_id in ids))
+        with _temporary_file():
+            self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?, x'')", ((_encoded(task_id),) for task_id in ids))
 
     def __contains__(self, task_id: object) -> bool:
-        return self._db.execute("SELECT 1 FROM ids WHERE id = ?", (task_id,)).fetchone() is not None
+        if not isinstance(task_id, str):
+            return False
+        with _temporary_file():
+            return self._db.execute("SELECT 1 FROM ids WHERE id = ?", (_encoded(task_id),)).fetchone() is not None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT count(*) FROM ids").fetchone()[0]
@@ -147,3 +162,20 @@ class IdStore:
     def close(self) -> None:
         """Delete the file."""
         self._db.close()
+
+
+def _encoded(text: str) -> bytes:
+    """``text`` as UTF-8, lone surrogates (from a file name that is not UTF-8) included."""
+    return text.encode(errors="surrogatepass")
+
+
+@contextmanager
+def _temporary_file() -> Iterator[None]:
+    """Turn SQLite's failure to write its temporary file into one line naming where it is."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as error:
+        raise MatrixError(
+            f"cannot keep task ids in a temporary file in {tempfile.gettempdir()}: {error}",
+            hint="free space there, or point TMPDIR at a disk with room",
+        ) from None

@@ -5,8 +5,8 @@ one row at a time, each with a stable id.
 (``data/*.jsonl``), a directory written by ``datasets``' ``save_to_disk``, or a dataset by name, ``hf://OWNER/NAME``
 (``input.hf.config``, ``.split``, ``.revision``), streamed with the ``datasets`` library (``pip install
 'matrix-core[hf]'``; ``hf:///a/local/folder`` reads a local dataset folder the same way). Nothing is read whole:
-jsonl goes line by line (``.zst`` files decompressed as a stream), parquet and Arrow by record batch, so millions of
-rows cost the memory of one batch. ``input.id_key`` may be a dotted path into nested fields
+jsonl goes a chunk of lines at a time (``.zst`` files decompressed as a stream), parquet and Arrow by record
+batch, so millions of rows cost the memory of one batch. ``input.id_key`` may be a dotted path into nested fields
 (``metadata.WARC-Record-ID``).
 
 A row that cannot be a task (not JSON, not an object, an id of the wrong type, nested deeper than
@@ -71,8 +71,8 @@ class Shard:
     """Partition ``index`` of ``count``: the part of the input one collector reads, and no other does.
 
     A plain jsonl file is cut in ``count`` byte ranges at line starts; the other units (parquet row groups, the
-    record batches of a ``datasets`` directory, the lines of a ``.zst`` file, which cannot be entered midway) go
-    round-robin, counted across the input's files. Rows keep the numbers they have in the whole file."""
+    record batches of a ``datasets`` directory, the chunks of lines of a ``.zst`` file, which cannot be entered
+    midway) go round-robin, counted across the input's files. Rows keep the numbers they have in the whole file."""
 
     index: int = 0
     count: int = 1

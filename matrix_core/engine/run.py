@@ -19,7 +19,7 @@ from matrix_core.engine import fingerprint
 from matrix_core.engine.actor_logs import ActorLogLine, LogRelay
 from matrix_core.engine.actors import AgentActor
 from matrix_core.engine.caps import caps
-from matrix_core.engine.collector import Collector
+from matrix_core.engine.collector import Collector, shards_of
 from matrix_core.engine.components import build_config
 from matrix_core.engine.concurrency import ConcurrencyController, concurrency_of, server_of
 from matrix_core.engine.inputs import HUB, read_rows
@@ -187,11 +187,22 @@ class _Run:
                 role: [RemoteAgent.remote(spec) for _ in range(config.agents[role].replicas)]
                 for role, spec in self.agent_specs.items()
             }
+            # one collector per CPU at most: more processes than cores only add work (each shard is still read by
+            # one collector, and a collector's shards keep run.max_concurrency in flight each)
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            shards = shards_of(config.run.partitions, min(config.run.partitions, cpus))
             collectors = [
                 RemoteCollector.remote(
-                    p, self.workflow.target, self.workflow_config, self.input_config, self.run_config, writer, finished
+                    index,
+                    self.workflow.target,
+                    self.workflow_config,
+                    self.input_config,
+                    self.run_config,
+                    writer,
+                    finished,
+                    its_shards,
                 )
-                for p in range(config.run.partitions)
+                for index, its_shards in enumerate(shards)
             ]
             everyone = [*collectors, *(a for handles in agents.values() for a in handles)]
             ray.get([peer.start.remote(agents, self.policies, collectors) for peer in everyone])
