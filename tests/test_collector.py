@@ -100,7 +100,7 @@ def make(
             InputConfig(path=str(source)),
             run_config,
             LocalHandle(writer),
-            FinishedIds.of(finished),
+            FinishedIds.of([list(finished)]),
         )
         for partition, writer in enumerate(writers)
     ]

@@ -35,7 +35,7 @@ def test_an_id_store_holds_a_million_ids_without_holding_them_in_memory():
 
 
 def test_finished_ids_find_each_id_by_its_position_the_same_everywhere():
-    finished = FinishedIds.of(["b", "a", "c", "a"])
+    finished = FinishedIds.of([["b", "a"], ["c", "a"]])
     assert len(finished) == 3
     assert ("a" in finished, "c" in finished, "d" in finished, 5 in finished) == (True, True, False, False)
     positions = finished.positions(["c", "x", "a", "b"])

@@ -557,7 +557,7 @@ def test_a_resume_read_gives_each_row_once_either_as_a_row_or_among_the_finished
     path = every_input_kind(tmp_path)[kind]
     whole = rows(path)
     finished_ids = {row.id for row in whole[::2]}
-    finished = FinishedIds.of(finished_ids)
+    finished = FinishedIds.of([list(finished_ids)])
     read, skipped = [], []
     for index in range(count):
         for item in read_rows_resuming(InputConfig(path=str(path)), finished, shard=Shard(index, count)):
@@ -575,6 +575,6 @@ def test_a_resume_read_leaves_a_block_it_cannot_parse_at_once_to_the_line_reader
     path = write_jsonl(tmp_path / "in.jsonl", '{"id": "a"}', '{"id": 7}', "{torn", '{"id": "b"}')
     config = InputConfig(path=str(path), skip_bad_rows=True)
     rejected: list[dict] = []
-    items = list(read_rows_resuming(config, FinishedIds.of(["a", "7"]), on_rejected=rejected.append, shard=Shard()))
+    items = list(read_rows_resuming(config, FinishedIds.of([["a", "7"]]), on_rejected=rejected.append, shard=Shard()))
     assert [item.id for item in items] == ["a", "7", "b"], "every row parsed as a row"
     assert [entry["where"] for entry in rejected] == [f"{path}:3"]

@@ -43,12 +43,13 @@ class FinishedRows:
         return len(self.positions)
 
 
-def chunk_ids(chunk: bytes, id_key: str) -> pa.Array | None:
+def chunk_ids(chunk: bytes, id_key: str, threads: bool = False) -> pa.Array | None:
     """The ids of the jsonl lines of ``chunk`` in one call (blank lines have none); None unless every line is a
     JSON object with a string at ``id_key`` (the chunk is then read line by line, which names what is wrong)."""
     schema = pa.schema([(id_key, pa.string())])
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    read = pa_json.ReadOptions(use_threads=False, block_size=len(chunk) + 1)
+    block = len(chunk) // (4 if threads else 1) + 1  # blocks parse in parallel with threads
+    read = pa_json.ReadOptions(use_threads=threads, block_size=max(block, 1 << 20))
     try:
         column = pa_json.read_json(io.BytesIO(chunk), read_options=read, parse_options=options).column(id_key)
     except (pa.ArrowInvalid, UnicodeDecodeError):

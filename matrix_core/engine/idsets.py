@@ -4,7 +4,6 @@ store without a copy of its own."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 import struct
@@ -60,10 +59,14 @@ def _chunk_hashes(ids: Sequence[str] | pa.Array) -> np.ndarray:
     offsets = offsets.astype(np.int64)
     lengths = np.diff(offsets)
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if count and offsets[-1] else np.empty(0, np.uint8)
-    words = int(lengths.max() + 7) // 8 if count else 0
-    padded = np.zeros((count, words * 8), dtype=np.uint8)
-    rows = np.repeat(np.arange(count), lengths)
-    padded[rows, np.arange(len(rows)) - np.repeat(offsets[:-1] - offsets[0], lengths)] = data[offsets[0] : offsets[-1]]
+    longest = int(lengths.max()) if count else 0
+    padded = np.zeros((count, (longest + 7) // 8 * 8), dtype=np.uint8)
+    if count and longest == lengths.min():  # ids of one length (the common case): the bytes are a matrix already
+        padded[:, :longest] = data[offsets[0] : offsets[-1]].reshape(count, longest)
+    else:
+        rows = np.repeat(np.arange(count), lengths)
+        starts = np.repeat(offsets[:-1] - offsets[0], lengths)
+        padded[rows, np.arange(len(rows)) - starts] = data[offsets[0] : offsets[-1]]
     state = lengths.astype(np.uint64) * np.uint64(_SEED)
     for word, column in enumerate(padded.view("<u8").T):
         state = np.where(lengths > word * 8, _mix_all(state ^ column), state)
@@ -86,10 +89,9 @@ class FinishedIds:
         """Sorted, without repeats."""
 
     @classmethod
-    def of(cls, ids: Iterable[str]) -> FinishedIds:
-        """Hash ``ids``, holding 8 bytes each meanwhile (not the ids)."""
-        iterator = iter(ids)
-        chunks = [id_hashes(chunk) for chunk in iter(lambda: list(itertools.islice(iterator, CHUNK)), [])]
+    def of(cls, batches: Iterable[Sequence[str] | pa.Array]) -> FinishedIds:
+        """Hash the ids of ``batches`` (lists of str or pyarrow string arrays), holding 8 bytes an id meanwhile."""
+        chunks = [id_hashes(batch) for batch in batches if len(batch)]
         hashes = np.sort(np.concatenate(chunks)) if chunks else np.empty(0, dtype=np.uint64)
         return cls(hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))] if len(hashes) else hashes)
 
@@ -103,7 +105,10 @@ class FinishedIds:
         if not len(self.hashes):
             return np.full(len(ids), -1, dtype=np.int64)
         wanted = id_hashes(ids)
-        at = np.minimum(np.searchsorted(self.hashes, wanted), len(self.hashes) - 1)
+        order = np.argsort(wanted)  # sorted keys: each search starts where the last one ended
+        at = np.empty(len(wanted), dtype=np.int64)
+        at[order] = np.searchsorted(self.hashes, wanted[order])
+        at = np.minimum(at, len(self.hashes) - 1)
         return np.where(self.hashes[at] == wanted, at, -1)
 
     def position(self, task_id: str) -> int:

@@ -69,7 +69,7 @@ class Writer:
             for records in (self.sink, self.dropped):
                 if errors := {record.id for record in records.finished() if record.status == "error"}:
                     records.remove(errors)
-        return FinishedIds.of(itertools.chain(self.sink.finished_ids(), self.dropped.finished_ids()))
+        return FinishedIds.of(itertools.chain(self.sink.finished_id_batches(), self.dropped.finished_id_batches()))
 
     def write(self, batch: list[tuple[dict[str, Any] | None, TaskSummary]]) -> None:
         """Write each ``(record or None, summary)``; a repeated id is dropped. A record JSON cannot encode ends its

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar, NamedTuple
@@ -14,6 +15,10 @@ def companion(output: Path, name: str) -> Path:
     """``out.jsonl`` -> ``out.<name>``: a file written beside the output (``out.metrics.json``, ``out.dropped.jsonl``,
     or a workflow's own, such as tau2's results)."""
     return output.with_name(f"{output.name.removesuffix(output.suffix)}.{name}")
+
+
+ID_BATCH = 1 << 16
+"""Ids in a batch of :meth:`Sink.finished_id_batches`."""
 
 
 class FinishedRecord(NamedTuple):
@@ -38,6 +43,13 @@ class Sink(ABC):
     @abstractmethod
     def finished_ids(self) -> Iterator[str]:
         """Ids of the records already in the file (for ``--resume``), recovering from a torn last record."""
+
+    def finished_id_batches(self) -> Iterator[Sequence[str]]:
+        """The ids of :meth:`finished_ids` in batches (lists of str, or pyarrow string arrays), which is how
+        ``--resume`` reads them; a sink may override it with a faster read of its file."""
+        ids = self.finished_ids()
+        while batch := list(itertools.islice(ids, ID_BATCH)):
+            yield batch
 
     @abstractmethod
     def write(self, record: dict[str, Any]) -> None:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from matrix_core.engine.finished_rows import CHUNK_BYTES, chunk_ids
+import pyarrow as pa
+
+from matrix_core.engine.finished_rows import chunk_ids
 from matrix_core.errors import MatrixError
 from matrix_core.sinks.base import FinishedRecord, Sink, replace_atomically
+
+READ_BYTES = 1 << 24
+"""Bytes of the output parsed at a time on ``--resume``."""
 
 
 class JsonlSink(Sink):
@@ -24,24 +29,29 @@ class JsonlSink(Sink):
         self._file: IO[bytes] | None = None
 
     def finished_ids(self) -> Iterator[str]:
-        """The ids, a chunk of lines at a time, each chunk parsed in one call (a resume reads millions of records
-        in seconds); a chunk with a line that is not a record is read line by line, which names it."""
+        for batch in self.finished_id_batches():
+            yield from batch.to_pylist() if isinstance(batch, pa.Array) else batch
+
+    def finished_id_batches(self) -> Iterator[Sequence[str]]:
+        """The ids, a chunk of lines at a time, each chunk parsed in one pyarrow call on every core (a resume reads
+        millions of records in seconds); a chunk with a line that is not a record is read line by line, which
+        names it."""
         if not self.path.exists():
             return
         with self.path.open("rb") as file:
             number, rest = 1, b""
-            while data := file.read(CHUNK_BYTES):
+            while data := file.read(READ_BYTES):
                 data = rest + data
                 cut = data.rfind(b"\n") + 1
                 chunk, rest = data[:cut], data[cut:]  # a torn last line stays in rest: it is no record
                 if not chunk:
                     continue
-                ids = chunk_ids(chunk, "id")
+                ids = chunk_ids(chunk, "id", threads=True)
                 if ids is not None and len(ids) == chunk.count(b"\n"):  # no blank line, which is no record
-                    yield from ids.to_pylist()
+                    yield ids
                 else:
                     lines = chunk.split(b"\n")[:-1]
-                    yield from (self._record(at, line).id for at, line in enumerate(lines, start=number))
+                    yield [self._record(at, line).id for at, line in enumerate(lines, start=number)]
                 number += chunk.count(b"\n")
 
     def finished(self) -> Iterator[FinishedRecord]:
