@@ -9,6 +9,7 @@ import pytest
 
 from matrix_core.errors import MatrixError
 from matrix_core.sinks import Sink
+from matrix_core.sinks.base import ID_BATCH
 from matrix_core.sinks.jsonl import JsonlSink
 
 
@@ -153,3 +154,23 @@ def test_jsonl_sinks_can_remove_and_a_sink_without_remove_cannot(tmp_path):
     assert JsonlSink.can_remove() and not AppendOnly.can_remove()
     with pytest.raises(NotImplementedError):
         AppendOnly(tmp_path / "x").remove({"a"})
+
+
+def test_a_sink_that_only_lists_its_ids_gives_them_in_batches_for_resume(tmp_path):
+    class Listed(Sink):
+        def finished_ids(self):
+            return (f"r{index}" for index in range(ID_BATCH + 5))
+
+        def write(self, record):
+            pass
+
+        def close(self):
+            pass
+
+    batches = list(Listed(tmp_path / "out.x").finished_id_batches())
+    assert [len(batch) for batch in batches] == [ID_BATCH, 5]
+    assert batches[1] == [f"r{index}" for index in range(ID_BATCH, ID_BATCH + 5)]
+    jsonl = JsonlSink(tmp_path / "out.jsonl")
+    jsonl.write({"id": "a"})
+    jsonl.close()
+    assert [batch.to_pylist() for batch in jsonl.finished_id_batches()] == [["a"]], "jsonl's: pyarrow arrays"

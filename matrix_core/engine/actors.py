@@ -56,9 +56,11 @@ class AgentActor:
         self.agent = agent_cls(context)
         self.run = spec.run
         self.health = BackendHealth(self.backend)
-        # Unset, as many steps at once as the run can have tasks in flight: no per-actor limit below it.
-        self.max_workers = self.config.max_in_flight or spec.run.tasks_in_flight * spec.run.partitions
-        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=spec.run.tasks_in_flight)
+        # Unset, as many steps at once as the run can have tasks in flight: no per-actor limit below it. The inbox
+        # holds as many: a smaller one only makes senders wait while its tasks are already admitted.
+        in_flight = spec.run.tasks_in_flight * spec.run.partitions
+        self.max_workers = self.config.max_in_flight or in_flight
+        self.inbox: asyncio.Queue[Orchestrator] = asyncio.Queue(maxsize=in_flight)
         self.peers: Peers | None = None
         self.held: Counter[str] = Counter()  # ids in the inbox or in a step, until handed to the next actor
         self.stepping = 0
