@@ -225,14 +225,22 @@ def main() -> None:
         "requests": works[0][0],
         "questions": works[0][2],
     }
-    comparisons = (  # (result, ours, baseline, its params, the paper's figure)
-        ("naturalreasoning_pipelining", "p1", "batch_per_stage", params, "the paper: 2.1x over Ray Data's stages"),
+    comparisons = (  # (result, ours, baseline, its params, the paper's figure, the goal on one machine)
+        (
+            "naturalreasoning_pipelining",
+            "p1",
+            "batch_per_stage",
+            params,
+            "the paper: 2.1x over Ray Data's stages",
+            None,
+        ),
         (
             "naturalreasoning_partitions",
             names[1],
             "p1",
             {**params, "partitions": args.partitions},
             "the paper: 1.61x over one partition, on a cluster",
+            0.95,  # no loss on one machine
         ),
     )
     metrics = {
@@ -240,7 +248,7 @@ def main() -> None:
         "output_tokens_per_s": tokens,
     }
     results = []
-    for name, ours, baseline, result_params, notes in comparisons:
+    for name, ours, baseline, result_params, notes, goal in comparisons:
         for metric, values in metrics.items():
             ratios = [o / b for o, b in zip(values[ours], values[baseline], strict=True)]
             results.append(
@@ -251,6 +259,9 @@ def main() -> None:
                     ours=Spread.of(values[ours]),
                     baselines={baseline: Spread.of(values[baseline])},
                     ratios={baseline: Spread.of(ratios)},
+                    goal=f">= {goal}x" if goal else "",
+                    goal_value=goal,
+                    goal_on=(baseline,) if goal else (),
                     notes=notes,
                 )
             )

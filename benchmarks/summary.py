@@ -18,6 +18,7 @@ ORDER = (
     "offloading",
     "tau2_vs_runner",
     "naturalreasoning_partitions",
+    "scale",
 )
 
 
