@@ -66,6 +66,9 @@ class EngineCounters:
     """Seconds from the first admission to the end, without actor start-up."""
     concurrency: list[ConcurrencyReport] = field(default_factory=list)
     """Each server's limit over the run, where ``max_concurrency`` gave one (``auto`` or a number)."""
+    cost: float | None = None
+    """What the agents' tokens cost at ``backend.price_in`` / ``price_out`` (roles without a price count 0); None
+    when no backend sets a price."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class RunMetrics:
 
     tasks: int = 0
     """Tasks finished in this run (kept and dropped)."""
+    kept: int = 0
+    """Tasks whose record went to the output."""
     status: dict[str, int] = field(default_factory=dict)
     status_reason: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
@@ -93,6 +98,8 @@ class RunMetrics:
     """Malformed input rows skipped with ``input.skip_bad_rows``."""
     workflow: dict[str, float] = field(default_factory=dict)
     engine: EngineCounters = field(default_factory=EngineCounters)
+    cost_per_kept_record: float | None = None
+    """The run's cost over its kept records (None without prices, or with no record kept)."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``metrics.json``."""

@@ -8,13 +8,14 @@ state of one task, which travels between agent actors, so it stays plain, typed 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from matrix_core.config import Origin
     from matrix_core.metrics import RunMetrics
+    from matrix_core.report.sections import ReportSection
 
 DONE = None
 """What :meth:`Orchestrator.next_role` returns when the task has ended."""
@@ -129,6 +130,14 @@ class Orchestrator(ABC):
     def summary(cls, metrics: RunMetrics) -> str | None:
         """A line the CLI prints after the run, from the run's metrics (as in ``<output stem>.metrics.json``)."""
         return None
+
+    @classmethod
+    def report(cls, records: Iterable[dict[str, Any]], metrics: RunMetrics) -> list[ReportSection]:
+        """The workflow's own sections of ``matrix report``, drawn after the engine's: ``records`` are the run's
+        output records, each once, read as you iterate (an output may hold millions: keep counts and a few
+        examples, not the records); ``metrics`` are the run's (``metrics.json``), whose ``status_reason`` also
+        counts the tasks that were not kept. By default none."""
+        return []
 
     def to_record(self) -> dict[str, Any]:
         """The output record of a finished task; workflows extend it with their own fields."""

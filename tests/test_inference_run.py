@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from matrix_core.cli import cli
+from matrix_core.engine.timeline import read_lines
 from matrix_core.testing import FakeOpenAIServer
 
 
@@ -49,6 +50,12 @@ def test_the_smallest_useful_run(ray_session, server, tmp_path):
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["status"] == {"success": 41}
     assert metrics["tokens_out"] == 41 * 5
+    points = [line for line in read_lines(tmp_path / "out.timeline.jsonl") if line["kind"] == "point"]
+    assert sum(point["admitted"] for point in points) == 41
+    assert sum(point["finished"].get("success", 0) for point in points) == 41
+    assert sum(point["tokens_out"] for point in points) == 41 * 5
+    assert sum(point["retries"] for point in points) == metrics["retries"] > 0
+    assert sum(point["latency"]["model"]["steps"] for point in points if point["latency"]) == 41
     assert "sk-test-secret" not in output.read_text() + json.dumps(metrics) + result.output
 
 

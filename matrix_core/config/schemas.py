@@ -25,10 +25,17 @@ class BackendConfig:
     max_concurrency: int | str | None = None
     """Requests this backend's server gets at once, shared by every role that uses it: a number, or ``auto`` (the
     run finds it, see docs/engine.md); null: as ``run.max_concurrency`` says."""
+    price_in: float | None = None
+    """Price of a million prompt tokens, in your currency: with it, the run shows and records its cost."""
+    price_out: float | None = None
+    """Price of a million completion tokens."""
 
     def check(self) -> None:
-        """A concurrency the run can use; a backend's schema adds its rules after ``super().check()``."""
+        """A concurrency the run can use, prices that are not negative; a backend's schema adds its rules after
+        ``super().check()``."""
         check_concurrency("max_concurrency", self.max_concurrency)
+        at_least("price_in", self.price_in, 0)
+        at_least("price_out", self.price_out, 0)
 
 
 class Routing(Enum):

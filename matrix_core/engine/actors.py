@@ -26,6 +26,7 @@ from matrix_core.engine.messages import ActorStats, AgentSpec
 from matrix_core.engine.offload import materialize, offload
 from matrix_core.engine.peers import Peers
 from matrix_core.engine.plugin_calls import contained
+from matrix_core.engine.step_times import StepTimes
 from matrix_core.engine.telemetry import AgentTelemetry
 from matrix_core.errors import MatrixError
 from matrix_core.orchestrator import Orchestrator
@@ -67,6 +68,7 @@ class AgentActor:
         self.idle_workers = 0
         self.stats = ActorStats(backend=spec.backend_name)
         self.telemetry = AgentTelemetry(spec.role)
+        self.step_times = StepTimes()
         self._workers: list[asyncio.Task] = []
 
     async def start(
@@ -98,7 +100,7 @@ class AgentActor:
         return [*self.held, *self.peers.holding()]
 
     def get_stats(self) -> ActorStats:
-        """This actor's counters, its backend's state, and its warnings since the last call."""
+        """This actor's counters, its backend's state, and its warnings and step times since the last call."""
         self.telemetry.flush()  # the driver asks often, and once more at the end: a cheap time to export metrics
         outage = self.health.outage
         return dataclasses.replace(
@@ -109,6 +111,7 @@ class AgentActor:
             down_since=outage.since if outage else None,
             down_error=outage.error if outage else None,
             log=actor_logs.take(),
+            step_times=self.step_times.take(),
         )
 
     def ping(self) -> bool:
@@ -147,8 +150,11 @@ class AgentActor:
             task = await self._step(task)
             task.hops += 1
             prompt, completion = task.prompt_tokens - prompt_before, task.completion_tokens - completion_before
-            self.stats.tokens += prompt + completion
-            self.telemetry.step(time.monotonic() - started, prompt, completion)
+            self.stats.prompt_tokens += prompt
+            self.stats.completion_tokens += completion
+            seconds = time.monotonic() - started
+            self.telemetry.step(seconds, prompt, completion)
+            self.step_times.add(seconds)
             self.stats.offloaded += offload(task, self.run.offload_threshold_bytes)
         except Exception as error:  # the engine failed this one task: it ends, the run goes on
             logger.exception("task %s: %s failed outside its step", task.id, self.role)

@@ -66,6 +66,7 @@ class Collector:
         self.slots = asyncio.Semaphore(run.tasks_in_flight * len(self.shards))
         self.in_flight: dict[str, dict[str, Any]] = {}
         self.readmitted = 0
+        self.admitted = 0
         self.telemetry = CollectorTelemetry(partition)
         self.peers: Peers | None = None
         self.duplicates: DuplicateIds | None = None
@@ -89,7 +90,7 @@ class Collector:
         earlier run; return once all have ended."""
         assert self.peers is not None and self.duplicates is not None
         finished = self.finished
-        admitted = skipped = peak_in_flight = 0
+        skipped = peak_in_flight = 0
         for row in self._rows():
             if isinstance(row, FinishedRows):  # their ids are their tasks' (the workflow's expand_row is the default)
                 await self.duplicates.add_finished(row)
@@ -120,10 +121,10 @@ class Collector:
                     self.slots.release()
                     self._bad_row(row, error)
                     break  # the row is rejected once, its other tasks with it
-                admitted += 1
+                self.admitted += 1
                 self.telemetry.admitted()
                 peak_in_flight = max(peak_in_flight, len(self.in_flight))
-                if admitted % 256 == 0:
+                if self.admitted % 256 == 0:
                     await asyncio.sleep(0)  # let completions in while a fast reader keeps admitting
         await self.duplicates.flush()
         while self.in_flight and self.write_failed is None:
@@ -134,7 +135,7 @@ class Collector:
         await self._flush()
         if self.write_failed is not None:
             raise self.write_failed
-        return PartitionCounts(admitted, skipped, self.readmitted, peak_in_flight)
+        return PartitionCounts(self.admitted, skipped, self.readmitted, peak_in_flight)
 
     def _rows(self) -> Iterator[Row | FinishedRows]:
         """This collector's rows: its shards of the input, one after another; with ``run.limit``, its turns among
@@ -271,10 +272,10 @@ class Collector:
         assert self.peers is not None
         return self.peers.holding()
 
-    def in_flight_count(self) -> int:
-        """How many tasks are admitted and not yet finished."""
+    def flow(self) -> tuple[int, int]:
+        """How many tasks are admitted and not yet finished, and how many were admitted so far."""
         self.telemetry.flush(len(self.in_flight))  # the driver polls this: a cheap time to export metrics
-        return len(self.in_flight)
+        return len(self.in_flight), self.admitted
 
     def take_logs(self) -> list[actor_logs.ActorLogLine]:
         """This actor's warnings since the last call."""

@@ -70,13 +70,21 @@ class ActorStats:
     max_in_step: int = 0
     """Most steps this actor ran at once."""
     offloaded: int = 0
-    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     rerouted: int = 0
     outages: int = 0
     down_since: float | None = None
     """Wall-clock time (``time.time()``) the backend stopped answering; None while it answers."""
     down_error: str | None = None
     log: list[ActorLogLine] = field(default_factory=list)
+    step_times: dict[int, int] = field(default_factory=dict)
+    """Its steps' durations since the driver last asked, as :mod:`~matrix_core.engine.step_times` buckets."""
+
+    @property
+    def tokens(self) -> int:
+        """Tokens its steps used, in and out."""
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True)

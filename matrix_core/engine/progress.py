@@ -36,12 +36,15 @@ class ProgressDisplay:
             self._live.start()
 
     def update(self, progress: dict[str, Any], in_flight: int, limits: Sequence[str] = ()) -> None:
-        """Show the writer's latest counts, and each limited server's limit now (``run.max_concurrency=auto``)."""
+        """Show the writer's latest counts, the cost so far where backends are priced, and each limited server's
+        limit now (``run.max_concurrency=auto``)."""
         elapsed = max(progress["elapsed_s"], 1e-9)
         stats = (
             f"{in_flight} in flight, {progress['failed']} failed, "
             f"{progress['done'] / elapsed:.1f} tasks/s, {progress['tokens'] / elapsed:.0f} tokens/s"
         )
+        if progress.get("cost") is not None:
+            stats += f", cost {progress['cost']:.4g}"
         if limits:
             stats += "; " + "; ".join(limits)
         if self._live is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import platform
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from omegaconf import OmegaConf
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from matrix_core.cluster.connect import RayTarget
-from matrix_core.config import InputConfig, ResolvedConfig, RunConfig
+from matrix_core.config import InputConfig, ResolvedConfig, RunConfig, redact
 from matrix_core.engine import fingerprint
 from matrix_core.engine.actor_logs import ActorLogLine, LogRelay
 from matrix_core.engine.actors import AgentActor
@@ -22,10 +25,13 @@ from matrix_core.engine.caps import caps
 from matrix_core.engine.collector import Collector, shards_of
 from matrix_core.engine.components import build_config
 from matrix_core.engine.concurrency import ConcurrencyController, concurrency_of, server_of
+from matrix_core.engine.cost import cost_of, prices_of
 from matrix_core.engine.inputs import HUB, read_rows
 from matrix_core.engine.messages import ActorStats, AgentSpec, PartitionCounts
 from matrix_core.engine.output import OutputLock, check_writable
 from matrix_core.engine.progress import ProgressDisplay
+from matrix_core.engine.step_times import merged
+from matrix_core.engine.timeline import Sample, TimelineRecorder
 from matrix_core.engine.writer import Writer
 from matrix_core.errors import ConfigError, MatrixError, UsageError
 from matrix_core.metrics import CapReport, EngineCounters, RunMetrics
@@ -112,6 +118,7 @@ class _Run:
     def __init__(self, resolved: ResolvedConfig, registry: Registry) -> None:
         config = resolved.config
         self.config = config
+        self.resolved = resolved
         self.workflow = registry.get("orchestrators", resolved.workflow)
         orchestrator = self.workflow.cls
         self.workflow_config = (
@@ -144,6 +151,7 @@ class _Run:
                 run=self.run_config,
             )
         self.policies = {role: config.agents[role].routing.value for role in orchestrator.roles}
+        self.prices = prices_of(self.agent_specs)
         self.caps = caps(config, resolved.role_backends)
         by_server: dict[str, list[str]] = {}
         for role, spec in self.agent_specs.items():
@@ -211,7 +219,10 @@ class _Run:
             display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
             for cap in self.caps:
                 display.note(f"cap: {cap}")
-            counts = self._wait(runs, agents, collectors, writer, display)
+            timeline = TimelineRecorder(
+                companion(Path(output), "timeline.jsonl"), self._start_info(), resume=config.run.resume
+            )
+            counts = self._wait(runs, agents, collectors, writer, display, timeline)
         except KeyboardInterrupt:
             raise RunInterrupted(
                 "interrupted", hint="the output is valid: run again with --resume to continue"
@@ -268,6 +279,7 @@ class _Run:
             paused_s=round(self.paused_s, 3),
             flow_time_s=round(time.monotonic() - started, 3),
             concurrency=ray.get([controller.report_card.remote() for controller in self.controllers.values()]),
+            cost=None if (cost := cost_of(self.prices, stats)) is None else round(cost, 6),
         )
         return ray.get(writer.close.remote(engine))
 
@@ -278,9 +290,10 @@ class _Run:
         collectors: list[Any],
         writer: Any,
         display: ProgressDisplay,
+        timeline: TimelineRecorder,
     ) -> list[PartitionCounts]:
-        """Show progress and actors' warnings, and replace dead actors until every collector is done; a failed
-        collector (bad input) raises at once, and so does a run that stopped making progress."""
+        """Show progress and actors' warnings, record the timeline, and replace dead actors until every collector
+        is done; a failed collector (bad input) raises at once, and so does a run that stopped making progress."""
         pending = list(runs)
         last_check = time.monotonic()
         logs = LogRelay(display.note, companion(Path(self.config.output.path).expanduser().absolute(), "log"))
@@ -290,13 +303,17 @@ class _Run:
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
                 ray.get(ready)
                 progress = ray.get(writer.progress.remote())
-                stats = _stats_of_live([a for h in agents.values() for a in h])
+                by_role = {role: _stats_of_live(handles) for role, handles in agents.items()}
+                stats = [s for each in by_role.values() for s in each]
                 logs.relay(_logs_of(stats, collectors))
                 # tokens as agents use them, not only once their tasks finish: long conversations show progress too
                 progress["tokens"] = sum(s.tokens for s in stats)
+                progress["cost"] = cost_of(self.prices, by_role)
                 self._watch_backends(stats, collectors, display)
-                in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
-                display.update(progress, in_flight, self._limits())
+                flows = ray.get([c.flow.remote() for c in collectors])
+                limits = self._limit_states()
+                display.update(progress, sum(in_flight for in_flight, _ in flows), _limits_shown(limits))
+                timeline.sample(_sample(progress, by_role, flows, limits))
                 # a run paused for a backend outage is not stalled: run.outage_timeout_s watches that
                 seen = (progress["done"], sum(s.steps for s in stats))
                 if seen != progress_seen or self.paused_since is not None:
@@ -305,18 +322,39 @@ class _Run:
                 if time.monotonic() - last_check >= LIVENESS_EVERY_S:
                     last_check = time.monotonic()
                     self._replace_dead(agents, collectors)
-            logs.relay(_logs_of(_stats_of_live([a for h in agents.values() for a in h]), collectors))
+            by_role = {role: _stats_of_live(handles) for role, handles in agents.items()}
+            logs.relay(_logs_of([s for each in by_role.values() for s in each], collectors))
+            progress = ray.get(writer.progress.remote())
+            progress["cost"] = cost_of(self.prices, by_role)
+            flows = ray.get([c.flow.remote() for c in collectors])
+            timeline.close(_sample(progress, by_role, flows, self._limit_states()))
         finally:
             logs.close()
         return ray.get(runs)
 
-    def _limits(self) -> list[str]:
-        """Each limited server's limit now, and the latency it was set from, for the display."""
+    def _start_info(self) -> dict[str, Any]:
+        """What the timeline's start line says of the run: the workflow, its redacted config, versions, machine."""
+        module = self.workflow.cls.__module__.split(".")[0]
+        distributions = {"matrix-core", "ray", *packages_distributions().get(module, [])}
+        return {
+            "workflow": self.workflow.name,
+            "output": str(Path(self.config.output.path).expanduser().absolute()),
+            "config": OmegaConf.to_container(redact(self.config), enum_to_str=True),
+            "profile": self.resolved.profile,
+            "versions": {"python": platform.python_version(), **{name: _version(name) for name in distributions}},
+            "machine": {
+                "host": platform.node(),
+                "system": platform.platform(),
+                "cpus": os.cpu_count(),
+                "ray_cpus": ray.cluster_resources().get("CPU"),
+                "ray_gpus": ray.cluster_resources().get("GPU", 0),
+            },
+        }
+
+    def _limit_states(self) -> dict[str, tuple[int, float | None]]:
+        """Each limited server's limit now, and the latency (seconds per output token) it was set from."""
         states = ray.get([controller.state.remote() for controller in self.controllers.values()])
-        return [
-            f"{server}: limit {limit}" + (f" ({latency * 1000:.1f} ms/token)" if latency is not None else "")
-            for server, (limit, latency) in zip(self.controllers, states, strict=True)
-        ]
+        return dict(zip(self.controllers, states, strict=True))
 
     def _watch_stall(self, idle_s: float, agents: dict[str, list[Any]], collectors: list[Any]) -> None:
         """Stop the run, saying where its tasks are held, once it went ``run.stall_timeout_s`` without progress."""
@@ -374,6 +412,43 @@ class _Run:
         ray.get([collector.readmit.remote(held) for collector in collectors])
 
 
+def _limits_shown(states: dict[str, tuple[int, float | None]]) -> list[str]:
+    """Each limited server's limit, and the latency it was set from, as the display shows them."""
+    return [
+        f"{server}: limit {limit}" + (f" ({latency * 1000:.1f} ms/token)" if latency is not None else "")
+        for server, (limit, latency) in states.items()
+    ]
+
+
+def _sample(
+    progress: dict[str, Any],
+    by_role: dict[str, list[ActorStats]],
+    flows: list[tuple[int, int]],
+    limits: dict[str, tuple[int, float | None]],
+) -> Sample:
+    """The driver's counters at one poll, for the timeline."""
+    every = [s for each in by_role.values() for s in each]
+    return Sample(
+        admitted=sum(admitted for _, admitted in flows),
+        finished=progress["status"],
+        tokens_in=sum(s.prompt_tokens for s in every),
+        tokens_out=sum(s.completion_tokens for s in every),
+        retries=sum(s.retries for s in every),
+        cost=progress["cost"],
+        in_flight=sum(in_flight for in_flight, _ in flows),
+        limits={server: limit for server, (limit, _) in limits.items()},
+        step_times={role: merged(s.step_times for s in each) for role, each in by_role.items()},
+    )
+
+
+def _version(distribution: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
 def _logs_of(stats: list[ActorStats], collectors: list[Any]) -> list[ActorLogLine]:
     """The warnings the agents sent with their stats, and the collectors' own."""
     lines = [line for s in stats for line in s.log]
@@ -385,7 +460,7 @@ def _logs_of(stats: list[ActorStats], collectors: list[Any]) -> list[ActorLogLin
 def _where_held(agents: dict[str, list[Any]], collectors: list[Any]) -> str:
     """Where the run's tasks in flight are: how many each agent actor holds (inbox, step, or a send not yet
     accepted), by role, and how many the collectors have sent that no agent accepted yet."""
-    in_flight = sum(ray.get([c.in_flight_count.remote() for c in collectors]))
+    in_flight = sum(in_flight for in_flight, _ in ray.get([c.flow.remote() for c in collectors]))
     roles = []
     for role, handles in agents.items():
         counts = [_count_held(handle) for handle in handles]

@@ -50,6 +50,7 @@ class Writer:
         self.written = IdStore()
         """Ids written in this run (those of earlier runs are not admitted again)."""
         self.counts: Counter[str] = Counter()
+        self.kept = 0
         self.reasons: Counter[str] = Counter()
         self.tokens = {"prompt": 0, "completion": 0}
         self.hops = 0
@@ -82,6 +83,7 @@ class Writer:
                 continue
             if record is not None:
                 summary = self._append(self.sink, record, summary)
+                self.kept += 1
             else:
                 summary = self._append(self.dropped, summary.minimal_record(), summary)
             self.written.add(summary.id)
@@ -148,6 +150,7 @@ class Writer:
         return {
             "done": sum(self.counts.values()),
             "failed": self.counts.get("error", 0),
+            "status": dict(self.counts),
             "elapsed_s": time.monotonic() - self.started,
         }
 
@@ -169,6 +172,7 @@ class Writer:
         total_tokens = self.tokens["prompt"] + completion
         metrics = RunMetrics(
             tasks=done,
+            kept=self.kept,
             status=dict(self.counts),
             status_reason=dict(self.reasons),
             tokens_in=self.tokens["prompt"],
@@ -182,6 +186,7 @@ class Writer:
             rejected_rows=self.rejected_rows,
             workflow={key: value / done for key, value in sorted(self.workflow_sums.items())} if done else {},
             engine=engine,
+            cost_per_kept_record=engine.cost / self.kept if engine.cost is not None and self.kept else None,
         )
         shown = redact(metrics.to_json())  # reasons are error messages, which may quote a key
         metrics = RunMetrics.from_json(shown)

@@ -8,14 +8,22 @@ rather than as a matcher role of its own, saving a hop (and a copy of the histor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matrix_coral.agreement import agreed_answer
 from matrix_coral.config import AgreementRule, CoralConfig, Export, KeepRule
 from matrix_coral.prompts import chat_messages, opening_message, system_prompt
 from matrix_coral.questions import Question, parse_question
+from matrix_coral.report import report_sections
 from matrix_core import DONE, BadRowError, Orchestrator, Turn
+
+if TYPE_CHECKING:
+    from matrix_core import ReportSection, RunMetrics
+
+CATEGORY_KEYS = ("category", "subject")
+"""Row fields that name a question's category (MMLU-Pro's, MMLU's own layout's); the record carries it."""
 
 
 @dataclass
@@ -147,6 +155,7 @@ class CoralOrchestrator(Orchestrator):
             "format": self.question.format.value,
             "question": self.question.text,
             "gold": self.question.gold,
+            "category": next((str(self.row[key]) for key in CATEGORY_KEYS if self.row.get(key) is not None), None),
             "prompt": self.history[0].text,
             "turns": turns,
             "agreement": self.agreed is not None,
@@ -154,6 +163,12 @@ class CoralOrchestrator(Orchestrator):
             "agreement_correctness": self.agreement_correct,
             "n_turns": len(self.turns),
         }
+
+    @classmethod
+    def report(cls, records: Iterable[dict[str, Any]], metrics: RunMetrics) -> list[ReportSection]:
+        """Agreement and agreement on the gold answer, turns to agreement, results per category and example
+        conversations (:mod:`matrix_coral.report`)."""
+        return report_sections(records, metrics)
 
     def sft_examples(self) -> list[dict[str, list[dict[str, str]]]]:
         """One chat-format training example per generated turn, as the original's fine-tuning data: the speaker's

@@ -14,10 +14,11 @@ fair-matrix's ``nr_curation.py`` runs it). Every document ends with exactly one 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from matrix_core import DONE, BadRowError, Orchestrator, RunMetrics, Usage
+from matrix_core import DONE, BadRowError, Orchestrator, ReportSection, RunMetrics, Usage
 from matrix_naturalreasoning.config import Keep, NRConfig
 from matrix_naturalreasoning.language import language_problem
 from matrix_naturalreasoning.replies import ExamQuestion, Scores
@@ -117,6 +118,14 @@ class NROrchestrator(Orchestrator):
             f"survival: {survival} (the paper: {PAPER_SURVIVAL:.2%} of DCLM); {metrics.tasks_per_s:.2f} "
             f"documents/s; tokens: {tokens}\nreasons: {reasons}"
         )
+
+    @classmethod
+    def report(cls, records: Iterable[dict[str, Any]], metrics: RunMetrics) -> list[ReportSection]:
+        """The survival funnel with each reason's count, the rubric scores the records carry, and a few questions
+        (:mod:`matrix_naturalreasoning.report`)."""
+        from matrix_naturalreasoning.report import report_sections  # which imports this module
+
+        return report_sections(records, metrics)
 
     def _tokens(self, stage: str) -> int:
         usage = self.usage.get(stage, Usage())

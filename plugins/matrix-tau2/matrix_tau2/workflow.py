@@ -13,7 +13,7 @@ reaches the actor holding its environment), ``reward`` (scoring, CPU only).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +27,7 @@ from matrix_tau2.conversation import dump_message, load_messages
 if TYPE_CHECKING:
     from tau2.data_model.message import Message
 
-    from matrix_core import Origin
+    from matrix_core import Origin, ReportSection, RunMetrics
 
 USER, AGENT, ENV = "user", "agent", "env"
 """tau2's roles: who sent the last message and who receives it."""
@@ -106,6 +106,14 @@ class Tau2Orchestrator(Orchestrator):
                 f"{split.where}: tau2.task_split: applies only without -i (the input rows name their tasks)",
                 hint="drop tau2.task_split, or drop -i to run the split's tasks",
             )
+
+    @classmethod
+    def report(cls, records: Iterable[dict[str, Any]], metrics: RunMetrics) -> list[ReportSection]:
+        """Reward and pass^k by domain, termination reasons, tool calls per task and tokens per role
+        (:mod:`matrix_tau2.report`)."""
+        from matrix_tau2.report import sections
+
+        return sections(records)
 
     @classmethod
     def from_row(cls, id: str, row: dict[str, Any], config: Tau2Config) -> Tau2Orchestrator:
