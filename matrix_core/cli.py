@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "serve": "matrix_core.commands.serve:serve",
     "cluster": "matrix_core.commands.cluster:cluster",
     "metrics": "matrix_core.commands.metrics:metrics",
+    "report": "matrix_core.commands.report:report",
 }
 
 

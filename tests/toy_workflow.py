@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from matrix_core import hookimpl
+from matrix_core import Bars, Conversation, Histogram, Lines, ReportSection, RunMetrics, Table, Text, hookimpl
 from matrix_core.agent import Agent
 from matrix_core.backends import Backend, BackendError, ContentFilterError
 from matrix_core.config import AgentConfig
@@ -74,6 +76,25 @@ class ToyOrchestrator(Orchestrator):
 
     def metrics(self) -> dict[str, float]:
         return {"trail_length": len(self.trail)}
+
+    @classmethod
+    def report(cls, records: Iterable[dict[str, Any]], metrics: RunMetrics) -> list[ReportSection]:
+        """Every kind of block, from the records: how long the trails got."""
+        lengths = Counter(len(record["trail"]) for record in records)
+        ordered = sorted(lengths.items())
+        return [
+            ReportSection(
+                "Trails",
+                [
+                    Text(f"{sum(lengths.values())} trails <of any length>"),
+                    Table(["length", "tasks"], ordered, "Trails by length"),
+                    Bars([str(length) for length, _ in ordered], [count for _, count in ordered], "Trail lengths"),
+                    Histogram([length for length, count in ordered for _ in range(count)], "Histogram", "length"),
+                    Lines([1, 2, 3], {"one": [1, None, 3], "two": [2, 2, 2]}, "Lines", "x", "y"),
+                    Conversation("an <example>", [("a", "x < y & z"), ("b", "done")]),
+                ],
+            )
+        ]
 
     def to_record(self) -> dict[str, Any]:
         texts = [turn.text for turn in self.history]

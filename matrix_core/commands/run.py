@@ -29,6 +29,7 @@ from matrix_core.commands.options import address_option, cluster_option, config_
     help="Lay a named profile of the workflow over its reference defaults (demo: the laptop cuts; reference: none). "
     "Default: demo with the local backend, none otherwise.",
 )
+@click.option("--report", is_flag=True, help="At the end, write the run's report: <output stem>.report.html.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config, secrets redacted, and exit.")
 @cluster_option
 @address_option
@@ -51,6 +52,7 @@ def run(
     skip_bad_rows: bool,
     quiet: bool,
     profile: str | None,
+    report: bool,
     print_config: bool,
     cluster: str | None,
     address: str | None,
@@ -101,3 +103,10 @@ def run(
         line = f"warning: {fault.reason.removeprefix('engine: ')}"
     if line:
         click.echo(line, err=True)
+    if report:
+        from pathlib import Path
+
+        from matrix_core.report.build import write_report
+
+        page = write_report([Path(resolved.config.output.path)], registry)
+        click.echo(f"report -> {page}", err=True)

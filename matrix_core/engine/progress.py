@@ -41,7 +41,7 @@ class ProgressDisplay:
         elapsed = max(progress["elapsed_s"], 1e-9)
         stats = (
             f"{in_flight} in flight, {progress['failed']} failed, "
-            f"{progress['done'] / elapsed:.1f} tasks/s, {progress['tokens'] / elapsed:.0f} tokens/s"
+            f"{_rate(progress['done'] / elapsed)}, {progress['tokens'] / elapsed:.0f} tokens/s"
         )
         if progress.get("cost") is not None:
             stats += f", cost {progress['cost']:.4g}"
@@ -64,3 +64,8 @@ class ProgressDisplay:
         """Stop the live display."""
         if self._live is not None:
             self._live.stop()
+
+
+def _rate(per_second: float) -> str:
+    """Tasks per second, or per minute when fewer than one a second: a slow run never reads ``0.0 tasks/s``."""
+    return f"{per_second:.1f} tasks/s" if per_second >= 1 else f"{per_second * 60:.1f} tasks/min"

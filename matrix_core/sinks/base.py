@@ -63,6 +63,12 @@ class Sink(ABC):
         """Put what was written so far on disk (``fsync``); the writer calls it every ``output.fsync_interval_s``.
         Raises ``OSError`` when that cannot be done, also when the file was removed while the run wrote it."""
 
+    # --- optional: what ``matrix report`` reads ------------------------------------------------------------------
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record in the file, in order, read as the caller iterates (recovering from a torn last record)."""
+        raise NotImplementedError
+
     # --- optional: what ``--retry-errors`` needs ---------------------------------------------------------------
 
     def finished(self) -> Iterator[FinishedRecord]:

@@ -57,6 +57,13 @@ class JsonlSink(Sink):
     def finished(self) -> Iterator[FinishedRecord]:
         return (record for _, record in self._lines())
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        for number, line in self._numbered_lines():
+            try:
+                yield json.loads(line)
+            except ValueError as error:
+                raise MatrixError(f"{self.path}:{number}: not a record ({error.__class__.__name__})") from None
+
     def remove(self, ids: Collection[str]) -> None:
         """Rewrite the file without the records of ``ids`` (and without a torn last line), atomically."""
         if self._file is not None:  # appending to the file about to be replaced would write to the old one

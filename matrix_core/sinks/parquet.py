@@ -54,6 +54,12 @@ class ParquetSink(Sink):
                     yield FinishedRecord(str(task_id), "" if status is None else str(status))
         yield from self.journal.finished()
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        if self.path.exists():
+            for batch in pq.ParquetFile(self.path).iter_batches():
+                yield from batch.to_pylist()
+        yield from self.journal.records()
+
     def remove(self, ids: Collection[str]) -> None:
         """Remove the records of ``ids`` from the parquet file (rewritten whole, atomically, a batch at a time) and
         from the journal."""
