@@ -146,6 +146,17 @@ def test_a_workflow_adds_its_sections_and_their_text_is_escaped(toy, tmp_path):
     assert "&lt;of any length&gt;" in text and "x &lt; y &amp; z" in text and "<example>" not in text
     assert rows_of(page.sections["Errors"]["tables"][0])["RuntimeError: t0 always fails"] == ["1", "t0"]
 
+    plain, longer = tmp_path / "plain.jsonl", tmp_path / "longer.jsonl"
+    plain.write_text("".join(json.dumps({"id": f"t{i}"}) + "\n" for i in range(20)))
+    args = ["run", "toy", "-i", str(plain), "-o", str(longer), "-q", "backend.type=toy.null", "toy.hops=9"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    compared = CliRunner().invoke(cli, ["report", str(output), str(longer), "-o", str(tmp_path / "both.html")])
+    assert compared.exit_code == 0, compared.output
+    both = (tmp_path / "both.html").read_text()
+    trails = Page(both).sections["Trails"]
+    assert re.findall(r"<h3>(.*?)</h3>", both) == ["toy.jsonl", "longer.jsonl"]
+    assert [{row[0]: int(row[1]) for row in table[1:]} for table in trails["tables"]] == [lengths, {"9": 20}]
+
 
 def test_runs_compared_side_by_side(ray_session, server, tmp_path):
     first = run_inference(server, tmp_path, "cold.jsonl", "inference.sampling.temperature=0.1")

@@ -214,14 +214,14 @@ class _Run:
             ]
             everyone = [*collectors, *(a for handles in agents.values() for a in handles)]
             ray.get([peer.start.remote(agents, self.policies, collectors) for peer in everyone])
+            timeline = TimelineRecorder(
+                companion(Path(output), "timeline.jsonl"), self._start_info(), resume=config.run.resume
+            )
             started = time.monotonic()  # from here on tasks flow: the run's own time, without actor start-up
             runs = [collector.admit_all.remote() for collector in collectors]
             display = ProgressDisplay(self.workflow.name, config.run.limit, config.run.quiet)
             for cap in self.caps:
                 display.note(f"cap: {cap}")
-            timeline = TimelineRecorder(
-                companion(Path(output), "timeline.jsonl"), self._start_info(), resume=config.run.resume
-            )
             counts = self._wait(runs, agents, collectors, writer, display, timeline)
         except KeyboardInterrupt:
             raise RunInterrupted(

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from matrix_core.errors import MatrixError, first_line
 from matrix_core.registry import Registry
-from matrix_core.report.html import Details, Overlay, Preformatted, number, page
+from matrix_core.report.html import Columns, Details, Overlay, Preformatted, number, page
 from matrix_core.report.run_data import RunData, load_run
 from matrix_core.report.sections import Bars, Block, Lines, ReportSection, Table, Text
 from matrix_core.sinks.base import companion, replace_atomically
@@ -62,7 +62,7 @@ def run_sections(run: RunData, registry: Registry) -> list[ReportSection]:
 
 def compare_sections(runs: Sequence[RunData], registry: Registry) -> list[ReportSection]:
     """Several runs side by side: one table of their numbers and differing settings, overlaid charts, their statuses
-    and workflow metrics in one table each, then each run's own workflow sections."""
+    and workflow metrics in one table each, then the workflows' own sections, a column per run."""
     names = [run.name for run in runs]
     sections = [
         ReportSection("Runs", [Table(["", *names], _side_by_side(runs))]),
@@ -77,10 +77,7 @@ def compare_sections(runs: Sequence[RunData], registry: Registry) -> list[Report
         ReportSection("Statuses", [_joined(runs, lambda m: m.status_reason, "status:reason")]),
         ReportSection("Workflow metrics", [_joined(runs, lambda m: m.workflow, "metric (mean per task)")]),
     ]
-    for run in runs:
-        blocks = [block for section in _workflow_sections(run, registry, run.records()) for block in section.blocks]
-        if blocks:
-            sections.append(ReportSection(f"{run.name}: workflow sections", [Details(run.name, blocks)]))
+    sections += _workflow_columns(runs, registry)
     return sections
 
 
@@ -116,6 +113,8 @@ def overview(run: RunData) -> list[Block | Details]:
         if metrics.engine.cost is not None:
             rows += [("cost", metrics.engine.cost), ("cost per kept record", metrics.cost_per_kept_record)]
     blocks: list[Block | Details] = [Table(["", "value"], rows)]
+    if metrics is not None and len(run.starts) > 1:
+        blocks.append(Text("The numbers above count the last session (metrics.json); the charts show every session."))
     if metrics is None:
         blocks.append(Text("No metrics.json: the run has not finished, or was stopped; the charts show what it did."))
     if run.starts:
@@ -265,6 +264,17 @@ def _workflow_sections(run: RunData, registry: Registry, records: Iterator[dict[
 
 
 # --- several runs ----------------------------------------------------------------------------------------------
+
+
+def _workflow_columns(runs: Sequence[RunData], registry: Registry) -> list[ReportSection]:
+    """Each workflow section any run has, with a column per run (empty where a run has no such section)."""
+    per_run = [{section.title: section for section in _workflow_sections(run, registry, run.records())} for run in runs]
+    result = []
+    for title in dict.fromkeys(title for own in per_run for title in own):
+        pairs = zip(runs, per_run, strict=True)
+        columns = [(run.name, own[title].blocks if title in own else []) for run, own in pairs]
+        result.append(ReportSection(title, [Columns(columns)]))
+    return result
 
 
 def _side_by_side(runs: Sequence[RunData]) -> list[list[Any]]:

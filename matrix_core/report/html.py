@@ -36,6 +36,8 @@ summary { cursor: pointer; color: #1f3b57; }
 pre { white-space: pre-wrap; word-break: break-word; background: #f5f5f5; padding: 6px 8px; margin: 2px 0; }
 pre { font-size: 12px; }
 .note { color: #666; }
+.columns { display: grid; grid-template-columns: repeat(var(--n), minmax(0, 1fr)); gap: 18px; }
+.columns table { min-width: 0; }
 """
 
 
@@ -54,6 +56,13 @@ class Overlay:
     title: str
     y_label: str
     series: dict[str, tuple[Sequence[float], Sequence[float | None]]]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Runs side by side: a column per run, each its heading and its blocks."""
+
+    columns: Sequence[tuple[str, Sequence[Any]]]
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,17 @@ def section_html(section: ReportSection, anchor: str) -> str:
     return f'<section id="{anchor}"><h2>{_text(section.title)}</h2>\n{body}\n</section>'
 
 
-def block_html(block: Block | Details | Overlay | Preformatted) -> str:
+def block_html(block: Block | Details | Overlay | Columns | Preformatted) -> str:
     """One block; a chart with nothing to draw says so instead."""
     match block:
+        case Columns():
+            columns = "".join(
+                f"<div><h3>{_text(heading)}</h3>"
+                + ("\n".join(block_html(each) for each in blocks) or '<p class="note">No such section.</p>')
+                + "</div>"
+                for heading, blocks in block.columns
+            )
+            return f'<div class="columns" style="--n: {len(block.columns)}">{columns}</div>'
         case Preformatted():
             return f"<pre>{_text(block.text)}</pre>"
         case Overlay():

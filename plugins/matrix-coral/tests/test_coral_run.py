@@ -101,6 +101,14 @@ def test_conversations_stop_at_agreement_max_turns_or_a_backend_failure(ray_sess
         "conversation_tokens": (33 + 18 + 54 + 18) / 4,
     }
 
+    page = CliRunner().invoke(cli, ["report", str(output)])
+    assert page.exit_code == 0, page.output
+    text = (tmp_path / "out.report.html").read_text()
+    for title in ("Agreement", "Turns to agreement", "By category", "Example conversations"):
+        assert f"<h2>{title}</h2>" in text, title
+    agreement = re.search(r"<td>agreed</td><td class=\"n\">(\d+)</td><td class=\"n\">([\d.]+)</td>", text)
+    assert agreement is not None and agreement.groups() == ("2", "50"), "2 of 4 agreed, as metrics.json says"
+
     chats = [request.body for request in server.requests if request.path.endswith("/chat/completions")]
     extractions = [body for body in chats if body["messages"][0]["content"] == EXTRACTOR_SYSTEM_PROMPT]
     turns = [body for body in chats if body not in extractions]
