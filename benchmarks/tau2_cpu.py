@@ -107,16 +107,19 @@ def main() -> None:
     parser.add_argument("--domains", default="airline,retail,telecom")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
-        "--gc-tuned", action="store_true", help="under the garbage-collector settings of matrix-tau2's actors"
+        "--gc-tuned", action="store_true", help="under the garbage-collector settings of Matrix's actors"
     )
     args = parser.parse_args()
 
-    from matrix_tau2 import catalog, gc_tuning
+    from matrix_tau2 import catalog
+
+    from matrix_core.config import RunConfig
+    from matrix_core.engine import gc_settings
 
     for domain in args.domains.split(","):
         catalog.domain_info(domain)  # warm: tasks, policy, tool schemas (once per process)
         if args.gc_tuned:
-            gc_tuning.tune()
+            gc_settings.settle(RunConfig().gc_threshold)
         ids = [t.id for t in catalog._tasks(domain, None).values() if t.evaluation_criteria.actions][: args.tasks]
         rows = [measure(domain, task_id) for task_id in ids]
         mean = {key: statistics.mean(row[key] for row in rows) for key in rows[0]}

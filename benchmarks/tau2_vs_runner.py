@@ -94,18 +94,21 @@ TAU2_RUNNERS = {"tau2": "tau2_runner", "tau2-gc": "tau2_runner_gc_tuned"}
 
 def run_tau2(domain: str, task_ids: list[str], base_url: str, concurrency: int, out: Path, gc_tuned: bool) -> None:
     """tau2's own runner, in this process (called in a child process by :func:`main`); with ``gc_tuned``, under the
-    garbage-collector settings Matrix's tau2 actors use (:mod:`matrix_tau2.gc_tuning`)."""
+    garbage-collector settings Matrix's actors use (``run.gc_threshold``, :mod:`matrix_core.engine.gc_settings`)."""
     from loguru import logger
 
     logger.disable("tau2")
-    from matrix_tau2 import catalog, gc_tuning
+    from matrix_tau2 import catalog
     from tau2.run import run_tasks
     from tau2.utils.llm_utils import get_token_usage
+
+    from matrix_core.config import RunConfig
+    from matrix_core.engine import gc_settings
 
     tasks = [catalog.task(domain, task_id) for task_id in task_ids]
     if gc_tuned:
         catalog.domain_info(domain)  # loaded before the freeze, as in the actors
-        gc_tuning.tune()
+        gc_settings.settle(RunConfig().gc_threshold)
     args = {"api_base": base_url, "api_key": "EMPTY", "temperature": 0.0}
     started = time.monotonic()
     results = run_tasks(
@@ -134,8 +137,11 @@ def measure_cpu(domain: str, task_ids: list[str], out: Path) -> None:
     """CPU seconds per task (:mod:`tau2_cpu`, in this process): tau2's own scoring under the default garbage
     collector, then matrix-tau2's with one trial (its reward agent computes each task's gold side once, so a task
     run once pays it in full) under the settings its actors use."""
-    from matrix_tau2 import catalog, gc_tuning
+    from matrix_tau2 import catalog
     from tau2_cpu import measure
+
+    from matrix_core.config import RunConfig
+    from matrix_core.engine import gc_settings
 
     def per_task(score: str) -> float:
         rows = [measure(domain, task_id) for task_id in task_ids]
@@ -143,7 +149,7 @@ def measure_cpu(domain: str, task_ids: list[str], out: Path) -> None:
 
     catalog.domain_info(domain)
     tau2 = per_task("score_tau2")
-    gc_tuning.tune()
+    gc_settings.settle(RunConfig().gc_threshold)
     out.write_text(json.dumps({"tau2": tau2, "matrix": per_task("score_first")}))
 
 

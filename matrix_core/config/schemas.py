@@ -95,6 +95,10 @@ class RunConfig:
     stall_timeout_s: float = 600.0
     """How long a run may go with no task finished and no step completed (a backend outage aside) before it stops,
     naming where its tasks are held, resumable; 0 never stops it."""
+    gc_threshold: int = 50_000
+    """Allocations between the garbage collector's young collections in every agent and collector actor (CPython's
+    default is 700), each of which also freezes what it holds once started; 0 leaves Python's settings (see
+    docs/engine.md)."""
 
     def check(self) -> None:
         """Counts and timeouts a run can work with."""
@@ -105,6 +109,7 @@ class RunConfig:
         at_least("partitions", self.partitions, 1)
         at_least("max_retries", self.max_retries, 0)
         at_least("stall_timeout_s", self.stall_timeout_s, 0)
+        at_least("gc_threshold", self.gc_threshold, 0)
 
     @property
     def adaptive(self) -> bool:

@@ -18,7 +18,7 @@ from ray.exceptions import ObjectLostError
 
 from matrix_core.agent import AgentContext
 from matrix_core.backends.base import BackendError
-from matrix_core.engine import actor_logs
+from matrix_core.engine import actor_logs, gc_settings
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.concurrency import LimitedBackend
 from matrix_core.engine.health import BackendHealth
@@ -70,6 +70,7 @@ class AgentActor:
         self.telemetry = AgentTelemetry(spec.role)
         self.step_times = StepTimes()
         self._workers: list[asyncio.Task] = []
+        gc_settings.settle(spec.run.gc_threshold)  # last: what the agent loaded at start-up is frozen
 
     async def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]

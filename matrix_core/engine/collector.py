@@ -16,7 +16,7 @@ import numpy as np
 from ray.exceptions import ObjectLostError, RayTaskError
 
 from matrix_core.config import InputConfig, RunConfig
-from matrix_core.engine import actor_logs
+from matrix_core.engine import actor_logs, gc_settings
 from matrix_core.engine.components import build_config, import_target
 from matrix_core.engine.duplicates import DuplicateIds
 from matrix_core.engine.finished_rows import FinishedRows
@@ -77,6 +77,7 @@ class Collector:
         self._flusher: asyncio.Task | None = None
         self.write_failed: BaseException | None = None
         """The writer's error once a write failed: nothing more is admitted, and :meth:`run` raises it."""
+        gc_settings.settle(run.gc_threshold)
 
     def start(
         self, agents: Mapping[str, Sequence[Any]], policies: Mapping[str, str], collectors: Sequence[Any]

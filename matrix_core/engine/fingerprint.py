@@ -34,13 +34,15 @@ UNTRACKED = (
     "agents.*.backend.base_url",
     "backend.max_concurrency",
     "agents.*.backend.max_concurrency",
+    "backend.price_*",
+    "agents.*.backend.price_*",
     "agents.*.replicas",
     "agents.*.max_in_flight",
     "agents.*.routing",
 )
 """Settings that may change on ``--resume``: how the run is driven, where it writes, which file holds the input
-(its content is tracked), where the backend answers and how many actors serve a role. They change how fast and where
-records are made, not what a record holds."""
+(its content is tracked), where the backend answers, what it costs and how many actors serve a role. They change how
+fast, where and at what price records are made, not what a record holds."""
 SHOWN = 3
 """Changes named in a refusal; the rest are counted."""
 CHUNK_BYTES = 1 << 20

@@ -1,4 +1,4 @@
-"""Step durations as a compact histogram: an agent actor counts its steps' durations in buckets a fifth of a
+"""Step durations as a compact histogram: an agent actor counts its steps' durations in buckets a quarter of a
 doubling wide (about 19%), hands the counts to the driver and starts again; the driver adds the counts of a role's
 actors and reads percentiles from them, accurate to the bucket (within ~10%)."""
 

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from omegaconf import OmegaConf
 
@@ -133,14 +133,21 @@ def overview(run: RunData) -> list[Block | Details]:
 
 
 def throughput(run: RunData) -> list[Block]:
-    """Tasks and tokens per second over the run."""
-    if not run.points:
+    """Tasks finished so far by status, tasks per second and tokens per second over the run."""
+    if not run.chart_points:
         return [Text("No timeline (<output>.timeline.jsonl): the run predates timelines or never started.")]
     x, finished = _rate(run, "finished")
     _, tokens_in = _rate(run, "tokens_in")
     _, tokens_out = _rate(run, "tokens_out")
+    so_far: Counter[str] = Counter()
+    by_status: dict[str, list[float | None]] = {}
+    for index, point in enumerate(run.chart_points):
+        so_far.update(point["finished"])
+        for status in so_far:
+            by_status.setdefault(status, [0] * index).append(so_far[status])
     since = "seconds since the run started"
     return [
+        Lines(x, by_status, "Tasks finished so far, by status", since, "tasks"),
         Lines(x, {"tasks finished": finished}, "Tasks finished per second", since, "tasks/s"),
         Lines(x, {"in": tokens_in, "out": tokens_out}, "Tokens per second", since, "tokens/s"),
     ]
@@ -148,25 +155,25 @@ def throughput(run: RunData) -> list[Block]:
 
 def in_flight(run: RunData) -> list[Block]:
     """Tasks in flight, and each backend server's concurrency limit, over the run."""
-    if not run.points:
+    if not run.chart_points:
         return [Text("No timeline.")]
     x, tasks = _gauge(run, "in_flight")
     series: dict[str, list[float | None]] = {"tasks in flight": tasks}
-    for server in sorted({server for point in run.points for server in point["limits"]}):
-        series[f"limit: {server}"] = [point["limits"].get(server) for point in run.points]
+    for server in sorted({server for point in run.chart_points for server in point["limits"]}):
+        series[f"limit: {server}"] = [point["limits"].get(server) for point in run.chart_points]
     return [Lines(x, series, "In flight and each server's limit", "seconds since the run started", "tasks / requests")]
 
 
 def latency(run: RunData) -> list[Block]:
     """Each role's step latency (p50, p95) over the run, and over the whole run."""
-    roles = sorted({role for point in run.points for role in point["latency"]})
+    roles = sorted({role for point in run.chart_points for role in point["latency"]})
     if not roles:
         return [Text("No step recorded in the timeline.")]
     x = _x(run)
     series: dict[str, list[float | None]] = {}
     rows = []
     for role in roles:
-        steps = [point["latency"].get(role) for point in run.points]
+        steps = [point["latency"].get(role) for point in run.chart_points]
         series[f"{role} p50"] = [step["p50"] if step else None for step in steps]
         series[f"{role} p95"] = [step["p95"] if step else None for step in steps]
         counted = [step for step in steps if step]
@@ -256,11 +263,22 @@ def _workflow_sections(run: RunData, registry: Registry, records: Iterator[dict[
         note = f"The {run.workflow} workflow is not installed: its sections are left out."
         return [ReportSection(run.workflow, [Text(note)])]
     try:
-        return list(workflow.cls.report(records, run.metrics))
+        return _checked(list(workflow.cls.report(records, run.metrics)))
     except Exception as error:  # plugin code: the page goes on without its sections
         logger.debug("workflow sections failed", exc_info=True)
         note = f"Its sections failed: {type(error).__name__}: {first_line(str(error))}"
         return [ReportSection(run.workflow, [Text(note)])]
+
+
+def _checked(sections: list[Any]) -> list[ReportSection]:
+    """The workflow's sections, refused (TypeError) unless each is a :class:`ReportSection` of known blocks."""
+    for section in sections:
+        if not isinstance(section, ReportSection):
+            raise TypeError(f"report() returned {type(section).__name__}, not a ReportSection")
+        for block in section.blocks:
+            if not isinstance(block, get_args(Block)):
+                raise TypeError(f"section {section.title!r} holds a {type(block).__name__}, not a report block")
+    return sections
 
 
 # --- several runs ----------------------------------------------------------------------------------------------
@@ -316,21 +334,20 @@ def _joined(runs: Sequence[RunData], values_of: Any, label: str) -> Table:
 
 def _x(run: RunData) -> list[float]:
     """Each point's end, in seconds since the run's first session started."""
-    origin = run.starts[0]["time"] if run.starts else (run.points[0]["time"] if run.points else 0.0)
-    return [round(point["time"] - origin, 3) for point in run.points]
+    return [round(point["time"] - run.origin, 3) for point in run.chart_points]
 
 
 def _rate(run: RunData, name: str) -> tuple[list[float], list[float | None]]:
     """A count per second over each point's span (``finished`` adds every status)."""
     values = []
-    for point in run.points:
+    for point in run.chart_points:
         count = sum(point["finished"].values()) if name == "finished" else point[name]
         values.append(count / point["span_s"] if point["span_s"] > 0 else None)
     return _x(run), values
 
 
 def _gauge(run: RunData, name: str) -> tuple[list[float], list[float | None]]:
-    return _x(run), [point[name] for point in run.points]
+    return _x(run), [point[name] for point in run.chart_points]
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -37,7 +37,8 @@ def lines_svg(block: Lines, step: bool = False) -> str:
         if step:
             axes.step(block.x, ys, where="post", label=label)
         else:
-            axes.plot(block.x, ys, label=label, marker="." if len(block.x) < 30 else None)
+            sparse = len(block.x) < 30 or any(value is None for value in values)  # a lone point draws no line
+            axes.plot(block.x, ys, label=label, marker="." if sparse else None)
     if len(block.series) > 1:
         axes.legend(loc="best", fontsize=8, frameon=False)
     return _svg(figure, axes, block.title, block.x_label, block.y_label)

@@ -6,15 +6,19 @@ import json
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from matrix_core.engine.timeline import read_lines
+from matrix_core.engine.timeline import merge, read_lines
 from matrix_core.errors import MatrixError, UsageError
 from matrix_core.metrics import RunMetrics
 from matrix_core.registry import Registry
 from matrix_core.sinks.base import Sink, companion
 from matrix_core.sinks.jsonl import JsonlSink
+
+CHART_POINTS = 100
+"""The most points a chart draws: a longer timeline's points are merged into that many of equal width."""
 
 
 @dataclass
@@ -46,6 +50,29 @@ class RunData:
     def config(self) -> dict[str, Any]:
         """The last session's redacted config."""
         return self.starts[-1].get("config", {}) if self.starts else {}
+
+    @property
+    def origin(self) -> float:
+        """When the run's first session started (Unix time): where the charts' time axis starts."""
+        if self.starts:
+            return self.starts[0]["time"]
+        return self.points[0]["time"] - self.points[0]["span_s"] if self.points else 0.0
+
+    @cached_property
+    def chart_points(self) -> list[dict[str, Any]]:
+        """The timeline's points merged into at most :data:`CHART_POINTS` spans of equal width (a second at
+        least; never across sessions): counts add up, so a slow run's rare events read as rates, not spikes."""
+        if not self.points:
+            return []
+        width = max(1.0, (self.points[-1]["time"] - self.origin) / CHART_POINTS)
+        merged: list[tuple[int, dict[str, Any]]] = []
+        for point in self.points:
+            span = int((point["time"] - self.origin) // width)
+            if merged and merged[-1][0] == span and merged[-1][1]["session"] == point["session"]:
+                merged[-1] = (span, merge(merged[-1][1], point))
+            else:
+                merged.append((span, point))
+        return [point for _, point in merged]
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The output's records, read as the caller iterates."""

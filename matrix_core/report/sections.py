@@ -18,7 +18,8 @@ class Text:
 
 @dataclass(frozen=True)
 class Table:
-    """A table: ``rows`` of cells under ``columns``; numbers are shown as given (round them yourself)."""
+    """A table: ``rows`` of cells under ``columns``; ints are shown whole (with thousands separators), floats to four
+    significant digits, strings as they are, None as a dash."""
 
     columns: Sequence[str]
     rows: Sequence[Sequence[Any]]

@@ -10,7 +10,7 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 from matrix_core import Agent, AgentContext, BackendError, ChatResponse
-from matrix_tau2 import catalog, conversation, gc_tuning
+from matrix_tau2 import catalog, conversation
 from matrix_tau2.config import ChatAgentConfig, RewardConfig, Tau2Config, ToolExecutorConfig, ToolProtocol
 from matrix_tau2.environments import EnvironmentStore
 from matrix_tau2.scoring import Scorer
@@ -22,12 +22,11 @@ class EmptyReplyError(RuntimeError):
 
 
 def warm_up() -> None:
-    """Import tau2 (and litellm, which it imports: seconds) while the actor starts, not in its first step; then
-    tune the garbage collector for building environments (:mod:`matrix_tau2.gc_tuning`)."""
+    """Import tau2 (and litellm, which it imports: seconds) and load the domains while the actor starts, not in its
+    first step (the engine then freezes what the actor holds: ``run.gc_threshold``)."""
     from tau2.utils import llm_utils  # noqa: F401 - the conversions every step uses
 
     catalog.registry()
-    gc_tuning.tune()
 
 
 class _ChatAgent(Agent):

@@ -1,5 +1,6 @@
-"""The assumption behind :mod:`matrix_tau2.gc_tuning`: an environment, used and dropped, is freed by reference
-counting alone (no cycles), so collecting less often holds no dropped environment longer."""
+"""The assumption behind the engine's garbage-collector setting (``run.gc_threshold``) for tau2: an environment,
+used and dropped, is freed by reference counting alone (no cycles), so collecting less often holds no dropped
+environment longer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gc
 import weakref
 
 import pytest
-from matrix_tau2 import catalog, environments, gc_tuning
+from matrix_tau2 import catalog, environments
 from tau2.data_model.message import ToolCall
 
 
@@ -26,15 +27,3 @@ def test_a_used_environment_is_freed_without_the_collector(domain):
         assert [ref() for ref in freed] == [None] * len(freed)
     finally:
         gc.enable()
-
-
-def test_tuning_keeps_the_collector_on_with_higher_thresholds():
-    before = gc.get_threshold()
-    try:
-        gc_tuning.tune()
-        assert gc.isenabled()
-        assert gc.get_threshold() == gc_tuning.THRESHOLDS
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
