@@ -184,3 +184,15 @@ def test_a_missing_output_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "nothing.jsonl")])
     assert result.exit_code != 0
     assert re.fullmatch(r"Error: .*nothing\.jsonl: no run output there.*\n", result.output)
+
+
+def test_what_is_not_a_section_of_blocks_is_refused_before_it_reaches_the_page():
+    from matrix_core import ReportSection, Text
+    from matrix_core.report.build import _checked
+
+    good = [ReportSection("fine", [Text("a paragraph")])]
+    assert _checked(good) == good
+    with pytest.raises(TypeError, match="returned dict, not a ReportSection"):
+        _checked([{"title": "x"}])
+    with pytest.raises(TypeError, match="section 'x' holds a str"):
+        _checked([ReportSection("x", ["a paragraph"])])
