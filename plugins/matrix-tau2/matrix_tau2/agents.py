@@ -13,7 +13,7 @@ from matrix_core import Agent, AgentContext, BackendError, ChatResponse
 from matrix_tau2 import catalog, conversation
 from matrix_tau2.config import ChatAgentConfig, RewardConfig, Tau2Config, ToolExecutorConfig, ToolProtocol
 from matrix_tau2.environments import EnvironmentStore
-from matrix_tau2.scoring import Scorer
+from matrix_tau2.scoring import Scorer, predicted_state
 from matrix_tau2.workflow import Tau2Orchestrator
 
 
@@ -156,8 +156,10 @@ class ToolExecutor(Agent):
         self.store = EnvironmentStore(context.config.max_environments)
 
     async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
-        if task.termination_reason is not None:
-            self.store.drop(task.id)
+        if task.termination_reason is not None:  # the conversation ended: what the evaluator will read, then drop
+            environment = self.store.drop(task.id)
+            if environment is not None:
+                task.predicted = await asyncio.to_thread(predicted_state, environment, task.domain, task.task_id)
             task.environment_held = False
             return task
         trajectory = task.trajectory()
@@ -168,7 +170,8 @@ class ToolExecutor(Agent):
 
 
 class Reward(Agent):
-    """Scores the finished trajectory with tau2's ``evaluate_simulation`` (``EvaluationType.ALL``)."""
+    """Scores the finished trajectory with tau2's ``evaluate_simulation`` (``EvaluationType.ALL``), from the
+    predicted state the tool executor recorded where there is one (:mod:`matrix_tau2.scoring`)."""
 
     config_schema = RewardConfig
 
@@ -178,6 +181,7 @@ class Reward(Agent):
         self.scorer = Scorer(context.config.gold_cache_size)
 
     async def step(self, task: Tau2Orchestrator) -> Tau2Orchestrator:
-        reward_info = await asyncio.to_thread(self.scorer.score, task.domain, task.task_id, task.simulation())
+        simulation = task.simulation()
+        reward_info = await asyncio.to_thread(self.scorer.score, task.domain, task.task_id, simulation, task.predicted)
         task.finish_scored(reward_info)
         return task

@@ -37,11 +37,13 @@ class EnvironmentStore:
         environment.sync_tools()
         return results
 
-    def drop(self, task_key: str) -> None:
-        """Forget a finished task's environment."""
+    def drop(self, task_key: str) -> Environment | None:
+        """Forget a finished task's environment; returns it, None when this actor no longer holds it."""
         with self._lock:
-            if self._environments.pop(task_key, None) is not None:
+            environment = self._environments.pop(task_key, None)
+            if environment is not None:
                 self.stats["dropped"] += 1
+            return environment
 
     def _environment(self, task_key: str, domain: str, task_id: str, history: list[Message]) -> Environment:
         with self._lock:

@@ -73,6 +73,9 @@ class Tau2Orchestrator(Orchestrator):
     termination_reason: str | None = None
     environment_held: bool = False
     """Whether a tool executor has built this task's environment (and must drop it at the end)."""
+    predicted: dict[str, Any] | None = None
+    """What tau2's evaluator reads of the environment the conversation left (database hashes, assertions), recorded
+    by the tool executor that dropped it; the reward agent scores with it instead of replaying the trajectory."""
     reward_info: dict[str, Any] | None = None
     start_time: str = ""
     end_time: str = ""

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 from matrix_tau2 import catalog
-from matrix_tau2.scoring import Scorer
-from trajectories import gold_simulation, gold_steps
+from matrix_tau2.scoring import Scorer, predicted_state
+from trajectories import gold_run, gold_simulation, gold_steps
 
 SAMPLE = 3
 """Tasks per domain: the first few with expected actions (for mock, all of them: they are tiny, and two start
@@ -81,3 +81,18 @@ def test_the_gold_side_is_computed_once_per_task():
     for _ in range(3):
         scorer.score("airline", task_id, simulation)
     assert (scorer.gold.misses, scorer.gold.hits) == (1, 2)
+
+
+@pytest.mark.parametrize("domain", ["mock", "airline", "retail", "telecom"])
+def test_scoring_from_the_environment_the_conversation_left_equals_tau2(domain):
+    """The reward agent's usual path: the tool executor records the predicted state from the environment it held,
+    so nothing is replayed; every reward, gold or perturbed, is still tau2's."""
+    scorer = Scorer()
+    for task_id in sample(domain):
+        for options in ({}, {"drop_last_action": True}, {"reason": "max_steps"}):
+            simulation, environment = gold_run(domain, task_id, **options)
+            predicted = predicted_state(environment, domain, task_id)
+            expected = outcome(lambda: tau2_reward(domain, task_id, simulation))  # noqa: B023 - called at once
+            got = outcome(lambda: scorer.score(domain, task_id, simulation, predicted))  # noqa: B023
+            assert got == expected, (task_id, options)
+    assert scorer.predicted_given > 0, "scored from recorded states, not by replaying"

@@ -25,6 +25,11 @@ def gold_simulation(domain: str, task_id: str, *, drop_last_action: bool = False
     """A finished simulation (``SimulationRun`` JSON) that performs the task's gold actions: the greeting, the
     user's request, each action as a tool call by its requestor with the real result, the closing message, the
     user's stop."""
+    return gold_run(domain, task_id, drop_last_action=drop_last_action, reason=reason)[0]
+
+
+def gold_run(domain: str, task_id: str, *, drop_last_action: bool = False, reason: str = "user_stop") -> tuple:
+    """:func:`gold_simulation`, and the environment its tool calls ran against (as a tool executor holds it)."""
     from tau2.data_model.message import AssistantMessage, ToolCall, UserMessage
     from tau2.data_model.simulation import SimulationRun
 
@@ -55,4 +60,4 @@ def gold_simulation(domain: str, task_id: str, *, drop_last_action: bool = False
         termination_reason=reason,
         messages=messages,
     )
-    return run.model_dump(mode="json")
+    return run.model_dump(mode="json"), environment
