@@ -1,5 +1,6 @@
 """Where a tau2 task's CPU goes: building its environment, running its tool calls, building each side's chat view,
-and scoring (tau2's evaluator as is, then with the gold side cached as matrix-tau2's reward agent does).
+and scoring: tau2's evaluator as is, then as matrix-tau2 does it (the tool executor reads the predicted state off the
+environment it holds, the reward agent scores with it, the gold side computed once per task and then cached).
 
 Each task replays its gold actions (the trajectory a perfect assistant would produce), so the numbers are those of
 a solved task. CPU time (``time.process_time``) rather than wall time, so that other load on the machine counts
@@ -27,8 +28,9 @@ def cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - start, result
 
 
-def gold_trajectory(domain: str, task_id: str) -> tuple[list[Any], float, float]:
-    """The gold trajectory of a task, and the CPU of building its environment and of running its tool calls."""
+def gold_trajectory(domain: str, task_id: str) -> tuple[list[Any], float, float, Any]:
+    """The gold trajectory of a task, the CPU of building its environment and of running its tool calls, and the
+    environment the calls left."""
     from matrix_tau2 import catalog, environments
     from tau2.data_model.message import AssistantMessage, ToolCall, UserMessage
 
@@ -48,17 +50,17 @@ def gold_trajectory(domain: str, task_id: str) -> tuple[list[Any], float, float]
     info = task.evaluation_criteria.communicate_info or []
     messages.append(AssistantMessage(role="assistant", content=" ".join(["Done.", *info])))
     messages.append(UserMessage(role="user", content="###STOP###"))
-    return messages, build_s, calls_s
+    return messages, build_s, calls_s, environment
 
 
 def measure(domain: str, task_id: str) -> dict[str, float]:
     """CPU seconds of each part of one task."""
     from matrix_tau2 import catalog, conversation
-    from matrix_tau2.scoring import Scorer
+    from matrix_tau2.scoring import Scorer, predicted_state
     from tau2.data_model.simulation import SimulationRun
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
-    messages, build_s, calls_s = gold_trajectory(domain, task_id)
+    messages, build_s, calls_s, environment = gold_trajectory(domain, task_id)
     for index, message in enumerate(messages):
         message.turn_idx = index
     run = SimulationRun(
@@ -77,9 +79,10 @@ def measure(domain: str, task_id: str) -> dict[str, float]:
             simulation=run, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain
         )
     )
+    predicted_s, predicted = cpu(lambda: predicted_state(environment, domain, task_id))
     scorer = Scorer()
-    first_s, _ = cpu(lambda: scorer.score(domain, task_id, dump))
-    cached_s, got = cpu(lambda: scorer.score(domain, task_id, dump))
+    first_s, _ = cpu(lambda: scorer.score(domain, task_id, dump, predicted))
+    cached_s, got = cpu(lambda: scorer.score(domain, task_id, dump, predicted))
     assert got == expected.model_dump(mode="json"), "cached scoring must equal tau2's"
     dumps = [conversation.dump_message(message) for message in messages]
     views_s = 0.0
@@ -96,6 +99,7 @@ def measure(domain: str, task_id: str) -> dict[str, float]:
         "tool_calls": calls_s,
         "views": views_s,
         "score_tau2": tau2_s,
+        "predicted_state": predicted_s,
         "score_first": first_s,
         "score_cached": cached_s,
     }
@@ -124,9 +128,10 @@ def main() -> None:
         rows = [measure(domain, task_id) for task_id in ids]
         mean = {key: statistics.mean(row[key] for row in rows) for key in rows[0]}
         tau2_task = mean["env_build"] + mean["tool_calls"] + mean["views"] + mean["score_tau2"]
-        ours_task = mean["env_build"] + mean["tool_calls"] + mean["views"] + mean["score_cached"]
+        ours_task = mean["env_build"] + mean["tool_calls"] + mean["views"] + mean["predicted_state"]
+        ours_task += mean["score_cached"]
         print(f"\n{domain}: mean over {len(rows)} tasks, CPU ms ({mean['steps']:.0f} messages per task)")
-        for key in ("env_build", "tool_calls", "views", "score_tau2", "score_first", "score_cached"):
+        for key in ("env_build", "tool_calls", "views", "score_tau2", "predicted_state", "score_first", "score_cached"):
             print(f"  {key:<14} {mean[key] * 1000:8.1f}")
         for label, per_task in (("tau2's scoring", tau2_task), ("gold side cached", ours_task)):
             ceiling = args.cores / per_task

@@ -143,14 +143,15 @@ def measure_cpu(domain: str, task_ids: list[str], out: Path) -> None:
     from matrix_core.config import RunConfig
     from matrix_core.engine import gc_settings
 
-    def per_task(score: str) -> float:
+    def per_task(scoring: tuple[str, ...]) -> float:
         rows = [measure(domain, task_id) for task_id in task_ids]
-        return sum(row["env_build"] + row["tool_calls"] + row["views"] + row[score] for row in rows) / len(rows)
+        parts = ("env_build", "tool_calls", "views", *scoring)
+        return statistics.mean(sum(row[part] for part in parts) for row in rows)
 
     catalog.domain_info(domain)
-    tau2 = per_task("score_tau2")
+    tau2 = per_task(("score_tau2",))
     gc_settings.settle(RunConfig().gc_threshold)
-    out.write_text(json.dumps({"tau2": tau2, "matrix": per_task("score_first")}))
+    out.write_text(json.dumps({"tau2": tau2, "matrix": per_task(("predicted_state", "score_first"))}))
 
 
 def measure_cpu_on_every_core(own: list[str], task_ids: list[str], cores: int, work: Path) -> dict[str, float]:

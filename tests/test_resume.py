@@ -77,7 +77,7 @@ def test_retry_errors_runs_the_failed_tasks_again_and_each_id_stays_once(ray_ses
     assert (metrics["skipped_finished"], metrics["admitted"]) == (8, 4)
     assert "step failed" in (tmp_path / "out.log").read_text(), "the first run's failing steps were logged"
     assert sorted(child.name for child in tmp_path.iterdir()) == sorted(
-        ["in.jsonl", output.name, "out.metrics.json", "out.run.json", "out.log"]
+        ["in.jsonl", output.name, "out.metrics.json", "out.run.json", "out.log", "out.timeline.jsonl"]
     ), "no temporary file or journal is left"
 
 
