@@ -4,9 +4,10 @@ tasks), its processes' CPU read from the OS and their Python stacks sampled with
     python benchmarks/tau2_profile.py --tasks 64 --concurrency 64
 
 prints, per kind of process (each agent role's actors, the collector, the writer, the driver, Ray's own processes,
-the simulated server), its CPU milliseconds per task (user + system time of its processes, from ``psutil``; the
-actors' start-up included) and the functions where its Python samples were taken (self time, as shares of the
-process kind's samples; waiting in Ray's event loop is left out, as it is no work).
+the simulated server), its CPU milliseconds per task while tasks flow (user + system time of its processes, from
+``psutil``, from the run's first timeline line to its end: the actors' start-up left out, as the benchmark's rates
+leave it out) and the functions where its Python samples were taken (self time, as shares of the kind's samples;
+waiting in Ray's event loop is left out, as it is no work). py-spy's own CPU is not counted, but it slows the run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ KINDS = [  # a frame (by name) among a process's samples that names its kind
     ("writer", "Writer.write"),
     ("driver", "run_workflow"),
 ]
-IDLE = ("Worker.main_loop", "select", "epoll", "_wait", "wait (", "sleep")
+IDLE = ("Worker.main_loop", "EpollSelector.select", "_PollLikeSelector.select", "Event.wait", "Condition.wait")
 """Leaf frames that are a process waiting, not working."""
 PROCESS = re.compile(r'^process (\d+):"(.*)"$')
 
@@ -72,7 +73,8 @@ def stacks(raw: Path) -> tuple[dict[int, Counter[str]], dict[int, Counter[str]]]
         own = parts[nested[-1] + 1 :]
         frames[pid].update({frame.split(" (")[0]: int(count) for frame in own})
         if own:
-            leaves[pid][own[-1].rsplit("/", 1)[-1][:90]] += int(count)
+            name, _, where = own[-1].partition(" (")
+            leaves[pid][f"{name} ({where.rsplit('/', 1)[-1]}"] += int(count)
     return frames, leaves
 
 
@@ -84,14 +86,18 @@ def kind_of(command: str, frames: Counter[str]) -> str:
     return "ray" if "ray" in command else "other"
 
 
-def summarize(cpu: dict[int, tuple[str, float]], raw: Path, tasks: int, top: int, server: int) -> dict[str, object]:
-    """CPU ms per task of each process kind, and where its samples were taken."""
+def summarize(
+    cpu: dict[int, tuple[str, float]], at_start: dict[int, tuple[str, float]], raw: Path, tasks: int, top: int
+) -> dict[str, object]:
+    """CPU ms per task of each process kind from ``at_start`` on, and where its samples were taken."""
     frames, leaves = stacks(raw)
     by_kind: Counter[str] = Counter()
     work: dict[str, Counter[str]] = defaultdict(Counter)
     for pid, (command, seconds) in cpu.items():
-        kind = "server" if pid == server else kind_of(command, frames.get(pid, Counter()))
-        by_kind[kind] += seconds
+        kind = "server" if command == "server" else kind_of(command, frames.get(pid, Counter()))
+        if command.startswith("py-spy"):
+            continue
+        by_kind[kind] += seconds - at_start.get(pid, ("", 0.0))[1]
         work[kind].update({leaf: n for leaf, n in leaves.get(pid, Counter()).items() if not leaf.startswith(IDLE)})
     shares = {}
     for kind, counted in work.items():
@@ -110,7 +116,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
+    parser.add_argument("--rate", type=int, default=10, help="py-spy samples per second (more slow the run)")
     parser.add_argument("--top", type=int, default=12, help="functions shown per process kind")
     parser.add_argument("--out", type=Path, help="write the summary (JSON) here too")
     args = parser.parse_args()
@@ -130,7 +136,6 @@ def main() -> None:
         try:
             while not port_file.exists():
                 time.sleep(0.2)
-            before = psutil.Process(server.pid).cpu_times()
             command = [sys.executable, "-m", "matrix_core", "run", "tau2", "-i", str(rows), "-o", str(work / "o.jsonl")]
             command += ["-q", "backend.type=openai", f"backend.base_url={port_file.read_text()}"]
             command += [f"run.max_concurrency={args.concurrency}", "tau2.max_steps=200"]
@@ -139,15 +144,19 @@ def main() -> None:
             spied = subprocess.Popen([*spy, "-o", str(raw), "--", *command], stdout=subprocess.DEVNULL)
             watcher = threading.Thread(target=watch_cpu, args=(spied.pid, cpu, stop))
             watcher.start()
+            while not (work / "o.timeline.jsonl").exists() and spied.poll() is None:  # tasks start flowing
+                time.sleep(0.1)
+            at_start = dict(cpu)
+            server_start = psutil.Process(server.pid).cpu_times()
             if spied.wait():
                 raise SystemExit("the run failed")
             after = psutil.Process(server.pid).cpu_times()
-            cpu[server.pid] = ("server", after.user + after.system - before.user - before.system)
+            cpu[server.pid] = ("server", after.user + after.system - server_start.user - server_start.system)
             metrics = json.loads((work / "o.metrics.json").read_text())
         finally:
             stop.set()
             server.kill()
-        summary = summarize(cpu, raw, args.tasks, args.top, server.pid)
+        summary = summarize(cpu, at_start, raw, args.tasks, args.top)
     summary["tasks_per_s"] = round(args.tasks / metrics["flow_time_s"], 2)
     summary["status"] = metrics["status"]
     print(json.dumps(summary, indent=1))

@@ -191,9 +191,6 @@ class Bench:
             command += ["-q", "backend.type=openai"]
             command += [f"backend.base_url={self.base_url}", f"run.max_concurrency={concurrency}"]
             command += ["tau2.max_steps=200", "tau2.sampling.max_tokens=null"]
-            # The experiment is about cores: one tool executor and one reward actor per core, as the plugin's README
-            # tells a user to set them (its default, 2, is this machine's cores).
-            command += [f"agents.tool.replicas={cores}", f"agents.reward.replicas={cores}"]
             _pinned(command, cores)
             metrics = json.loads(Path(f"{out}.metrics.json").read_text())
             finished = metrics["status"].get("success", 0)

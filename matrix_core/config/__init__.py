@@ -5,7 +5,8 @@ by dataclasses and checked once, when resolved.
   ``output``);
 - :mod:`~matrix_core.config.sources`: the layers, with the file and line of each key;
 - :mod:`~matrix_core.config.resolve`: merging, profiles, origins, role backends;
-- :mod:`~matrix_core.config.checks`: a section's ``check()`` and its :class:`ConfigProblem`.
+- :mod:`~matrix_core.config.checks`: a section's ``check()`` and its :class:`ConfigProblem`;
+- :mod:`~matrix_core.config.resolvers`: ``${matrix.cores:}``.
 """
 
 from matrix_core.config.checks import ConfigProblem, at_least, check_section
@@ -20,6 +21,7 @@ from matrix_core.config.resolve import (
     resolve,
     resolve_backend,
 )
+from matrix_core.config.resolvers import register as _register_resolvers
 from matrix_core.config.schemas import (
     AgentConfig,
     BackendConfig,
@@ -67,3 +69,5 @@ __all__ = [
     "source_from",
     "sources_for",
 ]
+
+_register_resolvers()
