@@ -47,11 +47,14 @@ def test_the_demo_profile_applies_by_itself_on_the_local_backend_and_says_so():
     assert resolved.config.backend.type == "local"
     assert (resolved.config.coral.max_turns, resolved.config.coral.sampling.max_tokens) == (6, 256)
     assert resolved.profile_note() == (
-        "demo profile: coral.max_turns=6 (reference 20), coral.sampling.max_tokens=256 (reference 1024)"
+        "demo profile: coral.max_turns=6 (reference 20), coral.sampling.max_tokens=256 (reference 1024), "
+        "run.stall_timeout_s=3600.0 (reference 600.0)"
     )
     own = resolve("coral.max_turns=10")  # the user's value wins, and the note no longer names it
     assert own.config.coral.max_turns == 10
-    assert own.profile_note() == "demo profile: coral.sampling.max_tokens=256 (reference 1024)"
+    assert own.profile_note() == (
+        "demo profile: coral.sampling.max_tokens=256 (reference 1024), run.stall_timeout_s=3600.0 (reference 600.0)"
+    )
     assert resolve_with("reference").config.coral.max_turns == 20
     assert resolve_with("demo", *OPENAI).config.coral.max_turns == 6
     with pytest.raises(UsageError, match=r"--profile fast: workflow 'coral' has no such profile .*demo, reference"):

@@ -41,7 +41,7 @@ def test_defaults_run_the_bundled_sample_on_the_local_backend():
     assert (question.temperature, question.top_p, question.max_tokens) == (0.0, 0.9, 384)
     assert resolved.profile_note() == (
         "demo profile: agents.score.sampling.max_tokens=256 (reference 10240), "
-        "agents.question.sampling.max_tokens=384 (reference 20480)"
+        "agents.question.sampling.max_tokens=384 (reference 20480), run.stall_timeout_s=3600.0 (reference 600.0)"
     )
 
 

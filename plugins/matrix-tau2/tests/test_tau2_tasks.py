@@ -165,7 +165,8 @@ def test_a_real_server_gets_tau2_benchs_own_settings_and_the_local_backend_the_d
     assert (demo.config.tau2.max_steps, demo.config.tau2.sampling.max_tokens) == (20, 96)
     assert (
         demo.profile_note()
-        == "demo profile: tau2.max_steps=20 (reference 200), tau2.sampling.max_tokens=96 (reference null)"
+        == "demo profile: tau2.max_steps=20 (reference 200), tau2.sampling.max_tokens=96 (reference null), "
+        "run.stall_timeout_s=3600.0 (reference 600.0)"
     )
 
 
