@@ -55,7 +55,7 @@ def run_sections(run: RunData, registry: Registry) -> list[ReportSection]:
         ReportSection("In flight and concurrency limit", in_flight(run)),
         ReportSection("Latency per role", latency(run)),
         ReportSection("Status and reasons", statuses(run)),
-        *([ReportSection("Errors", errors.blocks(run))] if errors.by_reason else []),
+        *([ReportSection("Errors", errors.blocks())] if errors.by_reason else []),
         *workflow_sections,
     ]
 
@@ -243,7 +243,7 @@ class ErrorExamples:
                     examples.append(str(record.get("id")))
             yield record
 
-    def blocks(self, run: RunData) -> list[Block]:
+    def blocks(self) -> list[Block]:
         """A table of the error reasons, the most frequent first, each with example task ids."""
         ordered = sorted(self.by_reason.items(), key=lambda item: -item[1])
         rows = [(reason[:300], count, ", ".join(self.examples[reason])) for reason, count in ordered[:ERROR_REASONS]]
